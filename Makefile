@@ -1,0 +1,29 @@
+# The two commands in README.md. Each does all set-up itself (scripts/setup.sh) and is fast when
+# already set up: the virtualenv is rebuilt only when pyproject.toml, constraints.txt or the
+# set-up script change.
+VENV    ?= .venv
+HVD     := $(VENV)/bin/hvd
+PYTHON  := $(VENV)/bin/python
+READY   := $(VENV)/.hvd-ready
+DEMO    ?= data/synth-demo
+
+.PHONY: demo test setup clean-demo
+
+setup: $(READY)
+
+$(READY): pyproject.toml constraints.txt scripts/setup.sh
+	HVD_VENV=$(VENV) bash scripts/setup.sh
+	touch $@
+
+## make demo: the main job on the synthetic default dataset
+demo: $(READY)
+	$(HVD) data synth --out $(DEMO) --preset demo
+	$(HVD) prep index --source synth-demo
+	$(HVD) catalog show
+
+## make test: the test suite
+test: $(READY)
+	$(PYTHON) -m pytest -q
+
+clean-demo:
+	rm -rf $(DEMO) stores/synth-demo

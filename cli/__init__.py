@@ -1,0 +1,1 @@
+"""The ``hvd`` command-line tool."""

@@ -1,0 +1,65 @@
+"""The ``hvd`` application: one typer sub-app per command group, composed here.
+
+Errors a user can act on (``pipeline.errors.HvdError``) are printed as one message, without a
+traceback, and exit with status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import click
+import typer
+from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
+
+from pipeline.errors import HvdError
+
+stderr = Console(stderr=True)
+
+
+class _Group(TyperGroup):
+    """Prints a ``HvdError`` as one plain line and exits with status 2.
+
+    ``typer.Exit`` rather than a ``click.ClickException`` subclass: recent typer (0.29) vendors
+    its own click, so exceptions of the installed ``click`` package are not recognised (they
+    escaped as a traceback), and typer's rich mode draws its own error panel instead of ``show``.
+    """
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except HvdError as exc:
+            stderr.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="hvd",
+    help=(
+        "HVDistill image-to-LiDAR distillation as a cached, fingerprinted pipeline.\n\n"
+        "Typical use: [bold]hvd data synth[/] (or point data_catalog.yaml at real nuScenes), "
+        "[bold]hvd prep all[/], [bold]hvd train pretrain[/], [bold]hvd train finetune[/], "
+        "[bold]hvd eval[/]. [bold]hvd catalog show[/] lists what has been computed."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _register() -> None:
+    from cli import catalog, data, prep
+
+    app.add_typer(data.app, name="data")
+    app.add_typer(prep.app, name="prep")
+    app.add_typer(catalog.app, name="catalog")
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,1 @@
+"""hvd models: ``nn.Module``s and losses (student, teacher encoder and heads, LSS, losses)."""
