@@ -1,10 +1,24 @@
 """The sample index: one Parquet row per keyframe of a nuScenes-format dataset (real or synthetic),
-with the paths, timestamps and calibration every later stage reads instead of the devkit."""
+with the paths, timestamps, calibration and ego poses every later stage reads instead of the
+devkit, plus the scene split.
+
+Built through nuscenes-devkit; every file a row names is checked (present, not truncated) so a bad
+download is reported once, by file and sample, before any stage runs. The index is rebuilt when its
+fingerprint or the dataset's tables change (``ensure_index``), and is cheap to rebuild.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from pipeline.errors import SourceError
 from pipeline.stages import StageInfo
 
 VERSION = 1
@@ -17,6 +31,8 @@ CAMERAS: tuple[str, ...] = (
     "CAM_BACK_LEFT",
     "CAM_FRONT_LEFT",
 )
+LIDAR = "LIDAR_TOP"
+MAX_REPORTED = 20
 
 
 class IndexParams(BaseModel):
@@ -35,3 +51,242 @@ STAGE = StageInfo(
     suffix=".parquet",
     description="one row per keyframe: paths, timestamps, calibration, ego poses, split",
 )
+
+
+def _pose(record: dict) -> np.ndarray:
+    from pipeline.geometry import rigid
+
+    return rigid(np.asarray(record["rotation"], dtype=np.float64), record["translation"])
+
+
+def _scene_splits(nusc, split) -> dict[str, tuple[str, str]]:
+    from pipeline.splits import seeded_split, slidr_split
+
+    names = [s["name"] for s in nusc.scene]
+    if split.kind == "slidr":
+        return slidr_split(names, nusc.version)
+    return seeded_split(names, split.val_fraction, split.seed)
+
+
+def build(source, params: IndexParams, on_progress: Callable[[int, int], None] | None = None):
+    """(pyarrow table, dropped problems) for ``source`` (a ``pipeline.catalog.Source``)."""
+    import pyarrow as pa
+
+    from pipeline.source import check_image, check_lidar, open_nuscenes
+
+    nusc = open_nuscenes(source.dataroot, source.version)
+    root = Path(source.dataroot)
+    has_lidarseg = hasattr(nusc, "lidarseg")
+    splits = _scene_splits(nusc, source.split)
+    rows: dict[str, list] = {k: [] for k in _COLUMNS}
+    problems: list[str] = []
+    scenes = sorted(nusc.scene, key=lambda s: s["name"])
+    for done, scene in enumerate(scenes):
+        token = scene["first_sample_token"]
+        while token:
+            sample = nusc.get("sample", token)
+            token = sample["next"]
+            try:
+                lidar = nusc.get("sample_data", sample["data"][LIDAR])
+                cams = [nusc.get("sample_data", sample["data"][c]) for c in CAMERAS]
+            except KeyError as exc:
+                problems.append(f"sample {sample['token']} ({scene['name']}): no {exc.args[0]} sample_data")
+                continue
+            lidarseg = nusc.get("lidarseg", lidar["token"])["filename"] if has_lidarseg else ""
+            n_points, problem = check_lidar(root / lidar["filename"], root / lidarseg if lidarseg else None)
+            bad = [problem] if problem else []
+            bad += [p for p in (check_image(root / c["filename"]) for c in cams) if p]
+            if bad:
+                problems += [f"sample {sample['token']} ({scene['name']}): {p}" for p in bad]
+                continue
+            calib = [nusc.get("calibrated_sensor", sd["calibrated_sensor_token"]) for sd in (lidar, *cams)]
+            poses = [_pose(nusc.get("ego_pose", sd["ego_pose_token"])) for sd in (lidar, *cams)]
+            split, official = splits[scene["name"]]
+            values = {
+                "sample_token": sample["token"],
+                "scene": scene["name"],
+                "scene_token": scene["token"],
+                "split": split,
+                "official_split": official,
+                "timestamp": sample["timestamp"],
+                "lidar_token": lidar["token"],
+                "lidar_path": lidar["filename"],
+                "lidar_timestamp": lidar["timestamp"],
+                "lidar_points": n_points,
+                "lidarseg_path": lidarseg,
+                "lidar_to_ego": _pose(calib[0]).ravel(),
+                "ego_to_global_lidar": poses[0].ravel(),
+                "cam_tokens": [c["token"] for c in cams],
+                "cam_paths": [c["filename"] for c in cams],
+                "cam_timestamps": [c["timestamp"] for c in cams],
+                "cam_to_ego": np.concatenate([_pose(c).ravel() for c in calib[1:]]),
+                "ego_to_global_cam": np.concatenate([p.ravel() for p in poses[1:]]),
+                "cam_intrinsics": np.concatenate([np.asarray(c["camera_intrinsic"], dtype=np.float64).ravel() for c in calib[1:]]),
+                "cam_hw": [v for c in cams for v in (c["height"], c["width"])],
+            }
+            values["row_hash"] = _row_hash(values)
+            for key, value in values.items():
+                rows[key].append(value)
+        if on_progress:
+            on_progress(done + 1, len(scenes))
+    if problems and not params.allow_missing:
+        shown = "\n  ".join(problems[:MAX_REPORTED])
+        more = f"\n  ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
+        raise SourceError(
+            f"{len(problems)} problem(s) in {root}:\n  {shown}{more}\n"
+            "Fix or re-download those files, or set `params: {index: {allow_missing: true}}` on the source "
+            "in the catalog to index only complete keyframes."
+        )
+    return _to_table(pa, rows), problems
+
+
+# column -> (kind, width): kind "str", "i32", "i64", "f64"; width 0 = scalar, else a fixed-size list
+_COLUMNS = {
+    "sample_token": ("str", 0),
+    "scene": ("str", 0),
+    "scene_token": ("str", 0),
+    "split": ("str", 0),
+    "official_split": ("str", 0),
+    "timestamp": ("i64", 0),
+    "lidar_token": ("str", 0),
+    "lidar_path": ("str", 0),
+    "lidar_timestamp": ("i64", 0),
+    "lidar_points": ("i32", 0),
+    "lidarseg_path": ("str", 0),
+    "lidar_to_ego": ("f64", 16),
+    "ego_to_global_lidar": ("f64", 16),
+    "cam_tokens": ("str", 6),
+    "cam_paths": ("str", 6),
+    "cam_timestamps": ("i64", 6),
+    "cam_to_ego": ("f64", 96),
+    "ego_to_global_cam": ("f64", 96),
+    "cam_intrinsics": ("f64", 54),
+    "cam_hw": ("i32", 12),
+    "row_hash": ("str", 0),
+}
+
+
+def _to_table(pa, rows: dict[str, list]):
+    types = {"str": pa.string(), "i32": pa.int32(), "i64": pa.int64(), "f64": pa.float64()}
+    dtypes = {"i32": np.int32, "i64": np.int64, "f64": np.float64}
+    arrays = {"row": pa.array(np.arange(len(rows["sample_token"]), dtype=np.int32))}
+    for name, (kind, width) in _COLUMNS.items():
+        if width == 0:
+            arrays[name] = pa.array(rows[name], type=types[kind])
+            continue
+        if kind == "str":
+            flat = pa.array([v for row in rows[name] for v in row], type=pa.string())
+        else:
+            flat = pa.array(np.asarray(rows[name], dtype=dtypes[kind]).reshape(-1))
+        arrays[name] = pa.FixedSizeListArray.from_arrays(flat, width)
+    return pa.table(arrays)
+
+
+def _row_hash(values: dict) -> str:
+    """What a row *is* (files, times, calibration), independent of its position and split: stages
+    record it per row, so a row whose content changed is recomputed."""
+    payload = {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v) for k, v in values.items() if "split" not in k}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def source_state(source) -> list[list]:
+    """(file, size, mtime) of every table of the source: a change means the index is out of date."""
+    table_root = Path(source.dataroot) / source.version
+    if not table_root.is_dir():
+        return []
+    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(table_root.glob("*.json"))]
+
+
+class SampleIndex:
+    """The index of one source, loaded: numpy views of its columns and per-row records."""
+
+    def __init__(self, table, meta, dataroot: Path, path: str) -> None:
+        self.table = table
+        self.meta = meta
+        self.dataroot = Path(dataroot)
+        self.path = path
+        self.tokens: list[str] = table.column("sample_token").to_pylist()
+        self.splits = np.asarray(table.column("split").to_pylist())
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def rows(self, split: str | None = None) -> np.ndarray:
+        """Row numbers, all or of one pretraining split ('train' or 'val')."""
+        return np.arange(len(self)) if split is None else np.flatnonzero(self.splits == split)
+
+    def column(self, name: str) -> np.ndarray:
+        """A column as numpy; fixed-size list columns come back as (N, width)."""
+        col = self.table.column(name).combine_chunks()
+        width = _COLUMNS.get(name, ("", 0))[1]
+        if width:
+            return np.asarray(col.flatten().to_numpy(zero_copy_only=False)).reshape(len(self), width)
+        return col.to_numpy(zero_copy_only=False)
+
+    def record(self, row: int) -> dict:
+        """Everything about one keyframe, with absolute paths and (4, 4) / (6, 4, 4) matrices."""
+        r = {k: v[0] for k, v in self.table.slice(row, 1).to_pydict().items()}
+        root = self.dataroot
+        return {
+            "row": row,
+            "token": r["sample_token"],
+            "scene": r["scene"],
+            "split": r["split"],
+            "lidar_path": root / r["lidar_path"],
+            "lidarseg_path": root / r["lidarseg_path"] if r["lidarseg_path"] else None,
+            "lidar_points": r["lidar_points"],
+            "lidar_timestamp": r["lidar_timestamp"],
+            "lidar_to_ego": np.asarray(r["lidar_to_ego"]).reshape(4, 4),
+            "ego_to_global_lidar": np.asarray(r["ego_to_global_lidar"]).reshape(4, 4),
+            "cam_tokens": r["cam_tokens"],
+            "cam_paths": [root / p for p in r["cam_paths"]],
+            "cam_timestamps": np.asarray(r["cam_timestamps"]),
+            "cam_to_ego": np.asarray(r["cam_to_ego"]).reshape(6, 4, 4),
+            "ego_to_global_cam": np.asarray(r["ego_to_global_cam"]).reshape(6, 4, 4),
+            "intrinsics": np.asarray(r["cam_intrinsics"]).reshape(6, 3, 3),
+            "image_hw": np.asarray(r["cam_hw"]).reshape(6, 2),
+            "row_hash": r["row_hash"],
+        }
+
+
+def load(path: str, dataroot: Path) -> SampleIndex:
+    import pyarrow.parquet as pq
+
+    from pipeline.stores import read_meta
+
+    return SampleIndex(pq.read_table(path), read_meta(path), dataroot, path)
+
+
+def ensure_index(catalog, source: str | None = None, rebuild: bool = False, on_progress=None) -> tuple[SampleIndex, bool]:
+    """(index, built): the source's index, rebuilt first if missing, of another fingerprint, or older
+    than the dataset's tables. Every stage calls this instead of reading the devkit."""
+    import pyarrow.parquet as pq
+
+    from pipeline.stores import StoreMeta, code_version, read_meta, utc_now, write_parquet_meta
+
+    artifact = catalog.artifact("index", source)
+    src = artifact.source
+    state = source_state(src)
+    meta = read_meta(artifact.path) if os.path.exists(artifact.path) else None
+    if not rebuild and meta is not None and meta.complete and meta.fingerprint == artifact.fingerprint and meta.extra.get("source_state") == state:
+        return load(artifact.path, src.dataroot), False
+    table, dropped = build(src, artifact.params, on_progress)
+    meta = StoreMeta(
+        fingerprint=artifact.fingerprint,
+        stage="index",
+        version=VERSION,
+        source=src.name,
+        params=artifact.params.model_dump(mode="json"),
+        inputs=artifact.fingerprint_inputs(),
+        created=utc_now(),
+        code_version=code_version(),
+        rows_total=table.num_rows,
+        rows_done=table.num_rows,
+        complete=True,
+        extra={"dataroot": str(src.dataroot), "version": src.version, "source_state": state, "cameras": list(CAMERAS), "dropped": dropped},
+    )
+    Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{artifact.path}.{os.getpid()}.tmp"
+    pq.write_table(write_parquet_meta(table, meta), tmp)
+    os.replace(tmp, artifact.path)
+    return load(artifact.path, src.dataroot), True

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+# Prefect must never write to ~/.prefect or phone home from tests.
+os.environ.setdefault("PREFECT_HOME", str(Path(__file__).resolve().parents[1] / ".prefect" / "tests"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 SMALL_CATALOG = """\
 store_root: stores
@@ -43,3 +50,49 @@ def write_catalog(tmp_path: Path) -> Callable[..., Path]:
 def small_catalog() -> str:
     """The text ``write_catalog`` writes by default, for tests that edit it first."""
     return SMALL_CATALOG
+
+
+# --- the tiny synthetic dataset, generated once per test session -------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    """The ``tiny`` synthetic dataset (seed 0), generated once with two worker processes.
+    Read-only: tests that damage files work on a copy (``tiny_copy``)."""
+    from pipeline.synth import PRESETS
+    from pipeline.synth.generate import generate
+
+    root = tmp_path_factory.mktemp("synth") / "tiny"
+    generate(root, PRESETS["tiny"], seed=0, workers=2)
+    return root
+
+
+@pytest.fixture
+def tiny_copy(tiny_root: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny dataset that a test may damage."""
+    dest = tmp_path / "tiny"
+    shutil.copytree(tiny_root, dest)
+    return dest
+
+
+def catalog_for(root: Path, dataroot: Path, version: str = "v1.0-mini", params: dict | None = None) -> Path:
+    """A catalog with one source ``tiny`` at ``dataroot`` (per-artifact ``params`` overrides) and
+    stores under ``root/stores``."""
+    import yaml
+
+    source = {"dataroot": str(dataroot), "version": version, "split": {"kind": "seeded", "val_fraction": 0.25, "seed": 0}}
+    if params:
+        source["params"] = params
+    spec = {"store_root": "stores", "default_source": "tiny", "sources": {"tiny": source}, "artifacts": {"index": {"stage": "index"}}}
+    path = root / "catalog.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root``, by relative path."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }

@@ -53,25 +53,40 @@ def _hash01(ix: np.ndarray, iy: np.ndarray, iz: np.ndarray, seed: int) -> np.nda
     return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def value_noise(points: np.ndarray, scale_m: float, seed: int, dims: int = 3) -> np.ndarray:
-    """Smooth noise in [0, 1) over (M, 3) points, with features about ``scale_m`` apart
-    (``dims=2`` ignores z: half the cost, for the ground)."""
-    q = points[:, :dims] / scale_m
+_LATTICE_BITS = 6  # a 64^3 table of lattice values, repeated: the period (64 x scale) is never seen
+_LATTICES: dict[int, np.ndarray] = {}
+
+
+def _lattice(seed: int) -> np.ndarray:
+    if seed not in _LATTICES:
+        i = np.arange(1 << 3 * _LATTICE_BITS, dtype=np.int64)
+        mask = (1 << _LATTICE_BITS) - 1
+        _LATTICES[seed] = _hash01(i >> 2 * _LATTICE_BITS, i >> _LATTICE_BITS & mask, i & mask, seed).astype(np.float32)
+    return _LATTICES[seed]
+
+
+def value_noise(coords: np.ndarray, scale_m: float, seed: int) -> np.ndarray:
+    """Smooth float32 noise in [0, 1) over (M, D) coordinates (D = 2 or 3), with features about
+    ``scale_m`` apart. 2-D noise costs half as much as 3-D."""
+    table = _lattice(seed)
+    bits, mask = _LATTICE_BITS, (1 << _LATTICE_BITS) - 1
+    dims = coords.shape[1]
+    q = coords / scale_m
     base = np.floor(q)
-    frac = q - base
+    frac = (q - base).astype(np.float32)
     frac = frac * frac * (3 - 2 * frac)
-    base = base.astype(np.int64)
-    zero = np.zeros(len(points), dtype=np.int64)
-    out = np.zeros(len(points))
+    lo = base.astype(np.int64) & mask
+    hi = (lo + 1) & mask
+    shifts = (2 * bits, bits, 0)
+    out = np.zeros(len(coords), dtype=np.float32)
     for corner in range(1 << dims):
-        weight = np.ones(len(points))
-        idx = []
+        weight = np.ones(len(coords), dtype=np.float32)
+        index = np.zeros(len(coords), dtype=np.int64)
         for axis in range(dims):
             bit = corner >> axis & 1
             weight *= frac[:, axis] if bit else 1 - frac[:, axis]
-            idx.append(base[:, axis] + bit)
-        idx += [zero] * (3 - dims)
-        out += weight * _hash01(idx[0], idx[1], idx[2], seed)
+            index |= (hi[:, axis] if bit else lo[:, axis]) << shifts[axis]
+        out += weight * table[index]
     return out
 
 
@@ -81,10 +96,10 @@ def ground_albedo(points: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray
     x, y = points[:, 0], points[:, 1]
     lat = layout.lateral(x, y)
     off = np.abs(lat)
-    fine = value_noise(points, 0.45, seed + 1, dims=2)
-    coarse = value_noise(points, 4.0, seed + 2, dims=2)
-    albedo = np.empty((len(points), 3))
-    reflect = np.empty(len(points))
+    fine = value_noise(points[:, :2], 0.45, seed + 1)
+    coarse = value_noise(points[:, :2], 4.0, seed + 2)
+    albedo = np.empty((len(points), 3), dtype=np.float32)
+    reflect = np.empty(len(points), dtype=np.float32)
 
     road = off < layout.ROAD_HALF_M
     albedo[road] = np.array([0.3, 0.3, 0.32]) * (0.8 + 0.25 * fine[road, None] + 0.1 * coarse[road, None])
@@ -119,8 +134,10 @@ def object_albedo(
     """(M, 3) albedo of object surfaces. ``local`` is the hit point in its part's frame; z of
     ``points`` (world) is the height above ground."""
     z = points[:, 2]
-    fine = value_noise(points, 0.3, seed + 3)
-    albedo = tint * (0.9 + 0.2 * fine[:, None])
+    # 2-D noise over (position along the ground, height): cheap, and smooth on every face
+    surface_uv = np.stack([points[:, 0] + 0.618 * points[:, 1], z], axis=1)
+    fine = value_noise(surface_uv, 0.3, seed + 3)
+    albedo = tint.astype(np.float32) * (0.9 + 0.2 * fine[:, None])
     m = material
 
     wall = m == Material.WALL
@@ -130,7 +147,7 @@ def object_albedo(
 
     albedo[m == Material.BARK] = np.array([0.33, 0.24, 0.15]) * (0.8 + 0.4 * fine[m == Material.BARK, None])
     leaf = m == Material.FOLIAGE
-    albedo[leaf] = tint[leaf] * (0.55 + 0.8 * value_noise(points[leaf], 0.18, seed + 4)[:, None])
+    albedo[leaf] = tint[leaf] * (0.55 + 0.8 * value_noise(surface_uv[leaf], 0.18, seed + 4)[:, None])
     glass = m == Material.GLASS
     albedo[glass] = np.array([0.1, 0.12, 0.16]) + 0.08 * tint[glass]
     cargo = m == Material.CARGO
@@ -152,9 +169,9 @@ def object_albedo(
 
 def shade(albedo: np.ndarray, normals: np.ndarray, distance_m: np.ndarray) -> np.ndarray:
     """Lambertian shading under a fixed sun plus ambient light, with distance fog."""
-    lambert = np.clip(normals @ SUN, 0.0, None)
+    lambert = np.clip(normals.astype(np.float32) @ SUN.astype(np.float32), 0.0, None)
     rgb = albedo * (0.42 + 0.58 * lambert)[:, None]
-    fog = 1.0 - np.exp(-distance_m / FOG_DISTANCE_M)
+    fog = (1.0 - np.exp(-distance_m / FOG_DISTANCE_M)).astype(np.float32)
     return rgb * (1 - fog[:, None]) + FOG_RGB * fog[:, None]
 
 
@@ -163,6 +180,12 @@ def sky(directions: np.ndarray) -> np.ndarray:
     elevation = directions[:, 2] / np.linalg.norm(directions, axis=1)
     t = np.clip(elevation * 2.5, 0.0, 1.0)[:, None]
     return (1 - t) * FOG_RGB + t * np.array([0.35, 0.55, 0.85])
+
+
+def jitter(n: int, seed: int) -> np.ndarray:
+    """n deterministic uniform [0, 1) values (per-return measurement noise)."""
+    i = np.arange(n, dtype=np.int64)
+    return _hash01(i, i >> 20, np.zeros_like(i), seed)
 
 
 def lidar_intensity(reflectivity: np.ndarray, cos_incidence: np.ndarray, jitter: np.ndarray) -> np.ndarray:

@@ -166,26 +166,34 @@ def surface(prims: Primitives, prim: np.ndarray, points: np.ndarray) -> tuple[np
     normals = np.zeros_like(points)
     normals[:, 2] = 1.0
     local = points.copy()
-    obj = prim >= 0
+    obj = np.flatnonzero(prim >= 0)
+    if not len(obj):
+        return normals, local
     idx = prim[obj]
-    kind, centre, size, yaw = prims.kind[idx], prims.centre[idx], prims.size[idx], prims.yaw[idx]
-    rel = points[obj] - centre
+    kind, size, yaw = prims.kind[idx], prims.size[idx], prims.yaw[idx]
+    rel = points[obj] - prims.centre[idx]
     c, s = np.cos(yaw), np.sin(yaw)
-    loc = np.stack([c * rel[:, 0] + s * rel[:, 1], -s * rel[:, 0] + c * rel[:, 1], rel[:, 2]], axis=1)
-    n = np.zeros_like(loc)
-    box = kind == BOX
-    ratio = np.abs(loc[box]) / np.maximum(size[box], 1e-9)
-    face = ratio.argmax(axis=1)
-    n[box, face] = np.sign(loc[box, face])
-    n_box_world = np.stack([c[box] * n[box, 0] - s[box] * n[box, 1], s[box] * n[box, 0] + c[box] * n[box, 1], n[box, 2]], axis=1)
-    cyl = kind == CYLINDER
-    on_top = np.abs(rel[cyl, 2] - size[cyl, 1]) < 1e-6
-    radial = np.stack([rel[cyl, 0], rel[cyl, 1], np.zeros(cyl.sum())], axis=1) / size[cyl, :1]
-    n_cyl = np.where(on_top[:, None], np.array([0.0, 0.0, 1.0]), radial)
-    sph = kind == SPHERE
-    n_sph = rel[sph] / size[sph, :1]
-    out = np.zeros_like(loc)
-    out[box], out[cyl], out[sph] = n_box_world, n_cyl, n_sph
-    normals[obj] = out
+    loc = rel.copy()
+    loc[:, 0] = c * rel[:, 0] + s * rel[:, 1]
+    loc[:, 1] = -s * rel[:, 0] + c * rel[:, 1]
+    n = np.zeros_like(rel)
+    box = np.flatnonzero(kind == BOX)
+    if len(box):  # the face whose slab the point lies on, rotated back to the world
+        face = (np.abs(loc[box]) / np.maximum(size[box], 1e-9)).argmax(axis=1)
+        sign = np.sign(loc[box, face])
+        nx, ny = np.where(face == 0, sign, 0.0), np.where(face == 1, sign, 0.0)
+        n[box, 0] = c[box] * nx - s[box] * ny
+        n[box, 1] = s[box] * nx + c[box] * ny
+        n[box, 2] = np.where(face == 2, sign, 0.0)
+    cyl = np.flatnonzero(kind == CYLINDER)
+    if len(cyl):  # radial on the side, up on the cap
+        top = np.abs(rel[cyl, 2] - size[cyl, 1]) < 1e-6
+        n[cyl, 0] = np.where(top, 0.0, rel[cyl, 0] / size[cyl, 0])
+        n[cyl, 1] = np.where(top, 0.0, rel[cyl, 1] / size[cyl, 0])
+        n[cyl, 2] = top
+    sph = np.flatnonzero(kind == SPHERE)
+    if len(sph):
+        n[sph] = rel[sph] / size[sph, :1]
+    normals[obj] = n
     local[obj] = loc
     return normals, local

@@ -40,9 +40,10 @@ class CameraImage:
 
 
 def _labels(prims, prim: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(class, instance) of hits ``prim`` (primitive index or GROUND) at ``points``."""
     obj = prim >= 0
-    label = np.full(prim.shape, SKY_LABEL, dtype=np.uint8)
-    ground = prim == GROUND
+    label = np.empty(prim.shape, dtype=np.uint8)
+    ground = ~obj
     label[ground] = layout.ground_class(points[ground, 0], points[ground, 1])
     label[obj] = prims.label[prim[obj]]
     instance = np.zeros(prim.shape, dtype=np.int64)
@@ -71,9 +72,9 @@ def render_lidar(world: World, scene: Scene, t_us: int, lidar_to_ego: np.ndarray
     ground = prim == GROUND
     reflect[ground] = appearance.ground_albedo(world_pts[ground], world.seed)[1]
     reflect[~ground] = appearance.REFLECTIVITY[prims.material[prim[~ground]]]
-    jitter = appearance.value_noise(world_pts, 0.15, world.seed + 7)
     cos_inc = np.einsum("ij,ij->i", normals, dirs)
-    intensity = appearance.lidar_intensity(reflect, cos_inc, jitter)
+    noise = appearance.jitter(len(t), world.seed + t_us % 1_000_003)
+    intensity = appearance.lidar_intensity(reflect, cos_inc, noise)
     points = np.concatenate([t[:, None] * local_dirs, intensity[:, None], ring[:, None]], axis=1)
     return LidarSweep(points.astype(np.float32), label, instance)
 
@@ -90,26 +91,27 @@ def render_camera(
     regions = sensors.camera_regions(prims, invert(cam_to_world), intrinsic, width, height)
     hits = cast(origin, dirs, prims, regions)
 
-    flat_t, flat_prim, flat_dirs = hits.t.ravel(), hits.prim.ravel(), dirs.reshape(-1, 3)
-    seen = flat_prim != MISS
-    points = origin + flat_t[seen, None] * flat_dirs[seen]
-    prim = flat_prim[seen]
-    all_points = np.zeros((len(flat_prim), 3))
-    all_points[seen] = points
-    label, instance = _labels(prims, flat_prim, all_points)
+    dirs = dirs.reshape(-1, 3)
+    prim_all = hits.prim.ravel()
+    seen = np.flatnonzero(prim_all != MISS)
+    prim, d, t = prim_all[seen], dirs[seen], hits.t.ravel()[seen]
+    points = origin + t[:, None] * d
+    label = np.full(len(prim_all), SKY_LABEL, dtype=np.uint8)
+    instance = np.zeros(len(prim_all), dtype=np.int64)
+    label[seen], instance[seen] = _labels(prims, prim, points)
+
     normals, local = surface(prims, prim, points)
-    albedo = np.empty((len(prim), 3))
+    normals[np.einsum("ij,ij->i", normals, d) > 0] *= -1  # light the side facing the camera
     ground = prim == GROUND
-    albedo[ground] = appearance.ground_albedo(points[ground], world.seed)[0]
     obj = ~ground
+    albedo = np.empty((len(prim), 3), dtype=np.float32)
+    albedo[ground] = appearance.ground_albedo(points[ground], world.seed)[0]
     idx = prim[obj]
     albedo[obj] = appearance.object_albedo(prims.material[idx], prims.tint[idx], local[obj], points[obj], world.seed)
-    facing = np.einsum("ij,ij->i", normals, flat_dirs[seen]) > 0
-    normals[facing] *= -1
-    rgb = np.empty((len(flat_prim), 3))
-    rgb[seen] = appearance.shade(albedo, normals, flat_t[seen] * np.linalg.norm(flat_dirs[seen], axis=1))
-    rgb[~seen] = appearance.sky(flat_dirs[~seen])
-    noise = np.random.default_rng(noise_seed).normal(0.0, 1.5, rgb.shape)
-    rgb8 = np.clip(np.round(rgb * 255 + noise), 0, 255).astype(np.uint8).reshape(height, width, 3)
+    rgb = np.empty((len(prim_all), 3), dtype=np.float32)
+    missed = prim_all == MISS
+    rgb[missed] = appearance.sky(dirs[missed])
+    rgb[seen] = appearance.shade(albedo, normals, t * np.sqrt(np.einsum("ij,ij->i", d, d)))
+    rgb = rgb * 255 + np.random.default_rng(noise_seed).standard_normal(rgb.shape, dtype=np.float32) * 1.5
+    rgb8 = np.clip(np.round(rgb), 0, 255).astype(np.uint8).reshape(height, width, 3)
     return CameraImage(rgb8, label.reshape(height, width), instance.reshape(height, width), hits.unoccluded)
-
