@@ -38,11 +38,13 @@ app = typer.Typer(
     name="hvd",
     help=(
         "HVDistill image-to-LiDAR distillation as a cached, fingerprinted pipeline.\n\n"
-        "Typical use: [bold]hvd data synth[/] (or point data_catalog.yaml at real nuScenes), "
-        "[bold]hvd prep all[/], [bold]hvd train pretrain[/], [bold]hvd train finetune[/], "
-        "[bold]hvd eval[/]. [bold]hvd catalog show[/] lists what has been computed."
+        "Datasets are named in data_catalog.yaml (the built-in synthetic ones, or real nuScenes). "
+        "Typical use: [bold]hvd data synth[/] to generate the synthetic demo dataset, "
+        "[bold]hvd prep index[/] to index it, [bold]hvd catalog show[/] to see every artifact "
+        "and its store."
     ),
     no_args_is_help=True,
+    add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},

@@ -1,0 +1,175 @@
+"""The sample index: one row per keyframe, values equal to the devkit's, splits, freshness, and
+clear errors for every kind of bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from pipeline.catalog import Catalog
+from pipeline.errors import SourceError
+from pipeline.geometry import rigid
+from pipeline.index import CAMERAS, ensure_index
+from pipeline.splits import SLIDR_PARAMETRIZE, seeded_split, slidr_split
+from tests.conftest import catalog_for
+
+
+@pytest.fixture(scope="module")
+def built(tiny_root, tmp_path_factory):
+    root = tmp_path_factory.mktemp("index")
+    catalog = Catalog.load(catalog_for(root, tiny_root))
+    index, was_built = ensure_index(catalog)
+    assert was_built
+    return catalog, index
+
+
+def test_one_row_per_keyframe_with_devkit_values(built, tiny_root):
+    from nuscenes.nuscenes import NuScenes
+
+    _, index = built
+    with contextlib.redirect_stdout(io.StringIO()):
+        nusc = NuScenes(version="v1.0-mini", dataroot=str(tiny_root), verbose=False)
+    assert len(index) == len(nusc.sample)
+    assert sorted(index.tokens) == sorted(s["token"] for s in nusc.sample)
+    for row in range(len(index)):
+        rec = index.record(row)
+        sample = nusc.get("sample", rec["token"])
+        lidar = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+        assert rec["lidar_path"] == tiny_root / lidar["filename"] and rec["lidar_path"].exists()
+        assert rec["lidar_timestamp"] == lidar["timestamp"]
+        cs = nusc.get("calibrated_sensor", lidar["calibrated_sensor_token"])
+        np.testing.assert_allclose(rec["lidar_to_ego"], rigid(np.array(cs["rotation"]), cs["translation"]), atol=1e-12)
+        assert rec["lidar_points"] * 20 == rec["lidar_path"].stat().st_size
+        for i, channel in enumerate(CAMERAS):
+            cam = nusc.get("sample_data", sample["data"][channel])
+            pose = nusc.get("ego_pose", cam["ego_pose_token"])
+            ccs = nusc.get("calibrated_sensor", cam["calibrated_sensor_token"])
+            assert rec["cam_paths"][i] == tiny_root / cam["filename"]
+            assert rec["cam_timestamps"][i] == cam["timestamp"]
+            np.testing.assert_allclose(rec["ego_to_global_cam"][i], rigid(np.array(pose["rotation"]), pose["translation"]), atol=1e-12)
+            np.testing.assert_allclose(rec["cam_to_ego"][i], rigid(np.array(ccs["rotation"]), ccs["translation"]), atol=1e-12)
+            np.testing.assert_array_equal(rec["intrinsics"][i], np.array(ccs["camera_intrinsic"]))
+            assert tuple(rec["image_hw"][i]) == (cam["height"], cam["width"])
+    # rows are in scene order, then time order
+    scenes = index.column("scene")
+    times = index.column("timestamp")
+    assert list(scenes) == sorted(scenes)
+    assert all(np.all(np.diff(times[scenes == s]) > 0) for s in set(scenes))
+
+
+def test_split_is_by_scene_and_seeded(built):
+    _, index = built
+    scenes, splits = index.column("scene"), index.splits
+    for scene in set(scenes):
+        assert len(set(splits[scenes == scene])) == 1
+    assert set(splits) == {"train", "val"}
+    assert len(index.rows("train")) + len(index.rows("val")) == len(index)
+    names = [f"scene-{i:04d}" for i in range(20)]
+    a, b = seeded_split(names, 0.25, 0), seeded_split(list(reversed(names)), 0.25, 0)
+    assert a == b and sum(v[0] == "val" for v in a.values()) == 5
+    assert seeded_split(names, 0.25, 1) != a
+
+
+def test_slidr_split_holds_out_the_parametrize_scenes():
+    from nuscenes.utils.splits import create_splits_scenes
+
+    official = create_splits_scenes(verbose=False)
+    names = official["train"] + official["val"]
+    split = slidr_split(names, "v1.0-trainval")
+    pretrain = [n for n in names if split[n][0] == "train"]
+    held = [n for n in names if split[n][0] == "val"]
+    assert len(pretrain) == 600 and set(held) == SLIDR_PARAMETRIZE
+    assert all(split[n] == ("", "val") for n in official["val"])
+
+
+def test_index_is_reused_until_the_tables_change(built):
+    catalog, index = built
+    again, was_built = ensure_index(catalog)
+    assert not was_built and again.tokens == index.tokens
+    table = Path(catalog.source().dataroot) / "v1.0-mini" / "scene.json"
+    stat = table.stat()
+    try:
+        os.utime(table, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+        _, rebuilt = ensure_index(catalog)
+        assert rebuilt
+    finally:
+        os.utime(table, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def _run(catalog: Path):
+    return CliRunner().invoke(app, ["prep", "index", "--catalog", str(catalog)], env={"COLUMNS": "200"})
+
+
+def _table(root: Path, name: str) -> list[dict]:
+    return json.loads((root / "v1.0-mini" / f"{name}.json").read_text())
+
+
+def _first_sample(root: Path) -> dict:
+    return _table(root, "sample")[0]
+
+
+def _sample_file(root: Path, sample_token: str, channel: str) -> Path:
+    for sd in _table(root, "sample_data"):
+        if sd["sample_token"] == sample_token and sd["is_key_frame"] and f"/{channel}/" in sd["filename"]:
+            return root / sd["filename"]
+    raise AssertionError(channel)
+
+
+def _assert_clean_error(result, *needles: str) -> None:
+    out = result.output
+    assert result.exit_code == 2, out
+    assert "error:" in out and "Traceback" not in out
+    for needle in needles:
+        assert needle in out.replace("\n", ""), (needle, out)
+
+
+def test_dataroot_that_does_not_exist(tmp_path):
+    _assert_clean_error(_run(catalog_for(tmp_path, tmp_path / "nowhere")), str(tmp_path / "nowhere"), "does not exist")
+
+
+def test_version_folder_missing(tiny_root, tmp_path):
+    _assert_clean_error(_run(catalog_for(tmp_path, tiny_root, version="v1.0-trainval")), "v1.0-trainval", "version folder missing", "v1.0-mini")
+
+
+def test_table_that_fails_to_parse(tiny_copy, tmp_path):
+    table = tiny_copy / "v1.0-mini" / "sample_annotation.json"
+    table.write_text(table.read_text()[:5000])
+    _assert_clean_error(_run(catalog_for(tmp_path, tiny_copy)), str(table), "not valid JSON", "line")
+
+
+def test_truncated_point_cloud(tiny_copy, tmp_path):
+    sample = _first_sample(tiny_copy)
+    lidar = _sample_file(tiny_copy, sample["token"], "LIDAR_TOP")
+    lidar.write_bytes(lidar.read_bytes()[:-7])
+    _assert_clean_error(_run(catalog_for(tmp_path, tiny_copy)), str(lidar), sample["token"], "truncated")
+
+
+def test_missing_image(tiny_copy, tmp_path):
+    sample = _first_sample(tiny_copy)
+    image = _sample_file(tiny_copy, sample["token"], "CAM_BACK_LEFT")
+    image.unlink()
+    _assert_clean_error(_run(catalog_for(tmp_path, tiny_copy)), str(image), sample["token"], "missing")
+
+
+def test_allow_missing_indexes_the_complete_keyframes_only(tiny_copy, tmp_path):
+    sample = _first_sample(tiny_copy)
+    image = _sample_file(tiny_copy, sample["token"], "CAM_FRONT")
+    image.write_bytes(image.read_bytes()[:1000])  # a JPEG cut short
+    catalog = Catalog.load(catalog_for(tmp_path, tiny_copy, params={"index": {"allow_missing": True}}))
+    index, _ = ensure_index(catalog)
+    assert sample["token"] not in index.tokens
+    assert len(index) == len(_table(tiny_copy, "sample")) - 1
+    dropped = index.meta.extra["dropped"]
+    assert len(dropped) == 1 and "truncated JPEG" in dropped[0] and sample["token"] in dropped[0]
+    strict = tmp_path / "strict"
+    strict.mkdir()
+    with pytest.raises(SourceError, match="truncated JPEG"):
+        ensure_index(Catalog.load(catalog_for(strict, tiny_copy)))
