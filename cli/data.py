@@ -30,6 +30,7 @@ def synth(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Dataset root to write (default: data/synth-PRESET).", show_default=False)] = None,
     preset: Annotated[str, typer.Option("--preset", "-p", help=_preset_help())] = "demo",
     seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed and preset give byte-identical files.")] = 0,
+    scenes: Annotated[Optional[int], typer.Option("--scenes", min=1, help="Number of scenes (default: the preset's). Asking for more scenes than --out holds grows the dataset: only the new scenes are rendered, existing files and tokens stay as they are.", show_default=False)] = None,
     workers: Annotated[int, typer.Option("--workers", "-j", help="Parallel render processes (default: all cores).", show_default=False)] = 0,
     camera_sweeps: Annotated[Optional[bool], typer.Option("--camera-sweeps/--no-camera-sweeps", help="Also render 12 Hz camera sweeps between keyframes (6x the camera rendering). Default: off.", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing synthetic dataset in --out.")] = False,
@@ -56,6 +57,8 @@ def synth(
     spec = PRESETS[preset]
     if camera_sweeps is not None:
         spec = replace(spec, camera_sweeps=camera_sweeps)
+    if scenes is not None:
+        spec = replace(spec, n_scenes=scenes)
     out = out or Path("data") / f"synth-{preset}"
     workers = workers or os.cpu_count() or 1
     start = time.monotonic()
@@ -64,7 +67,7 @@ def synth(
         task = progress.add_task(f"{preset} seed {seed} -> {out}", total=None)
         manifest = generate(out, spec, seed=seed, workers=workers, force=force, on_progress=lambda done, total: progress.update(task, completed=done, total=total))
     if manifest.get("already_complete"):
-        console.print(f"{out}: already holds the complete '{preset}' dataset (seed {seed}); nothing to do (--force regenerates)")
+        console.print(f"{out}: already holds this dataset ({spec.n_scenes} scenes of '{preset}', seed {seed}); nothing to do (--force regenerates)")
         return
     counts = manifest["counts"]
     console.print(

@@ -1,9 +1,10 @@
 """Write a synthetic dataset to disk in the nuScenes layout, in parallel and resumably.
 
 The plan (every sample_data: channel, timestamp, token, file name) is a pure function of
-(preset, seed). Each keyframe is one task: render the LiDAR sweeps that lead up to it, the keyframe
-itself and its camera images, write the files atomically, then drop a marker with what the tables
-need (object sightings). A killed run resumes from the markers; the tables are written last, and
+(preset, seed), scene by scene. Each keyframe is one task: render the LiDAR sweeps that lead up to
+it, the keyframe itself and its camera images, write the files atomically, then write a record of
+what the tables need (object sightings) under ``synth/tasks``. A killed run resumes from those
+records; asking for more scenes renders only the new ones. The tables are written last, and
 ``synth/manifest.json`` says ``complete: true`` only once everything is on disk.
 """
 
@@ -29,7 +30,7 @@ from pipeline.synth.render import ego_to_global, render_camera, render_lidar
 from pipeline.synth.world import World, build_world
 
 MANIFEST = Path("synth") / "manifest.json"
-MARKERS = Path("synth") / ".tasks"
+MARKERS = Path("synth") / "tasks"  # one record per rendered keyframe (its object sightings)
 GENERATED = ("samples", "sweeps", "maps", "lidarseg", "synth")  # plus the version folder
 
 
@@ -49,7 +50,6 @@ def make_plan(world: World, tok: tables.Tokens) -> Plan:
     frames, sample_times, logs = [], {}, []
     n_sweeps = sensors.KEYFRAME_EVERY * (preset.keyframes_per_scene - 1) + 1
     for scene in world.scenes:
-        rng = np.random.default_rng([world.seed, 3, scene.index])
         log = log_name(world.seed, scene.index)
         logs.append(log)
 
@@ -58,18 +58,18 @@ def make_plan(world: World, tok: tables.Tokens) -> Plan:
             name = f"{folder}/{channel}/{log}__{channel}__{t_us}.{ext}"
             return tables.Frame(scene.index, channel, t_us, key, sample, tok("sample_data", scene.index, channel, t_us), name)
 
-        lidar_times = scene.start_time_us + sensors.SWEEP_PERIOD_US * np.arange(n_sweeps) + rng.integers(-300, 300, n_sweeps)
+        jitter = np.random.default_rng([world.seed, 3, scene.index, 0]).integers(-300, 300, n_sweeps)
+        lidar_times = scene.start_time_us + sensors.SWEEP_PERIOD_US * np.arange(n_sweeps) + jitter
         for j, t in enumerate(lidar_times):
             key = j % sensors.KEYFRAME_EVERY == 0
             sample = -(-j // sensors.KEYFRAME_EVERY)  # sweeps belong to the next keyframe
             frames.append(frame(sensors.LIDAR_CHANNEL, int(t), key, sample, "pcd.bin"))
             if key:
                 sample_times[(scene.index, sample)] = int(t)
-        for channel in CAMERAS:
-            key_times = [
-                sample_times[(scene.index, k)] + int(sensors.CAMERA_OFFSETS_MS[channel] * 1000) + int(rng.integers(-500, 500))
-                for k in range(preset.keyframes_per_scene)
-            ]
+        for c, channel in enumerate(CAMERAS):
+            jitter = np.random.default_rng([world.seed, 3, scene.index, 1 + c]).integers(-500, 500, preset.keyframes_per_scene)
+            offset = int(sensors.CAMERA_OFFSETS_MS[channel] * 1000)
+            key_times = [sample_times[(scene.index, k)] + offset + int(jitter[k]) for k in range(preset.keyframes_per_scene)]
             for k, t in enumerate(key_times):
                 frames.append(frame(channel, t, True, k, "jpg"))
                 if preset.camera_sweeps and k > 0:
@@ -131,7 +131,8 @@ def render_task(out: Path, preset: SynthPreset, seed: int, scene_idx: int, sampl
         _atomic_write(out / f.filename, _encode(Image.fromarray(image.rgb), "JPEG", quality=92))
         if f.key:
             _atomic_write(out / "synth" / "labels" / f"{f.token}.png", _encode(Image.fromarray(image.label), "PNG"))
-            inst = Image.fromarray(image.instance.astype(np.uint16))
+            dense = np.unique(image.instance, return_inverse=True)[1].reshape(image.instance.shape)
+            inst = Image.fromarray(dense.astype(np.uint16))  # per-image ids: edges, not identities
             _atomic_write(out / "synth" / "instances" / f"{f.token}.png", _encode(inst, "PNG"))
             uids, counts = np.unique(image.instance[image.instance > 0], return_counts=True)
             for uid, n in zip(uids.tolist(), counts.tolist()):
@@ -166,28 +167,40 @@ def render_task(out: Path, preset: SynthPreset, seed: int, scene_idx: int, sampl
 # --- driver ------------------------------------------------------------------------------------------
 
 
-def _check_out(out: Path, identity: dict, force: bool) -> bool:
-    """True if ``out`` already holds this exact dataset, complete. Refuses to touch a folder that
-    holds anything else, unless ``force`` and it is an hvd synthetic dataset."""
+def _check_out(out: Path, identity: dict, n_scenes: int, force: bool) -> bool:
+    """True if ``out`` already holds this exact dataset, complete. Growing it by more scenes is
+    allowed (only the new scenes are rendered); anything else that is there is refused, unless
+    ``force`` and it is an hvd synthetic dataset, which is then removed."""
     manifest_path = out / MANIFEST
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
         same = manifest.get("identity") == identity
-        if same and manifest.get("complete"):
-            return not force
+        if same and not force:
+            have = manifest.get("scenes", 0)
+            if manifest.get("complete") and have == n_scenes:
+                return True
+            if manifest.get("complete") and have > n_scenes:
+                raise HvdError(f"{out} holds {have} scenes of this dataset; pass --force to regenerate it with {n_scenes}")
+            return False
         if not same and not force:
             raise HvdError(
                 f"{out} already holds a different synthetic dataset ({manifest.get('identity')}); "
                 "pass --force to replace it or choose another --out"
             )
-        if force:
-            for name in (*GENERATED, manifest.get("identity", {}).get("version", "")):
-                if name and (out / name).exists():
-                    shutil.rmtree(out / name)
+        for name in (*GENERATED, manifest.get("identity", {}).get("version", "")):
+            if name and (out / name).exists():
+                shutil.rmtree(out / name)
         return False
     if out.exists() and any(out.iterdir()):
         raise HvdError(f"{out} is not empty and is not an hvd synthetic dataset; choose an empty or new --out")
     return False
+
+
+def _manifest(identity: dict, n_scenes: int, complete: bool, counts: dict | None = None) -> bytes:
+    manifest = {"format": "hvd-synth", "identity": identity, "scenes": n_scenes, "complete": complete}
+    if counts is not None:
+        manifest.update(counts=counts, hvd_version=__version__)
+    return json.dumps(manifest, indent=1).encode()
 
 
 def generate(
@@ -198,15 +211,15 @@ def generate(
     force: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """Generate (or finish generating) the dataset; returns the manifest."""
+    """Generate, finish or grow the dataset; returns the manifest."""
     out = Path(out)
     identity = preset.identity(seed)
-    if _check_out(out, identity, force):
+    if _check_out(out, identity, preset.n_scenes, force):
         return {**json.loads((out / MANIFEST).read_text()), "already_complete": True}
-    _atomic_write(out / MANIFEST, json.dumps({"format": "hvd-synth", "identity": identity, "complete": False}, indent=1).encode())
+    _atomic_write(out / MANIFEST, _manifest(identity, preset.n_scenes, complete=False))
 
     world = build_world(preset, seed)
-    tok = tables.Tokens(f"hvd-synth/{preset.name}/{seed}")
+    tok = tables.Tokens("hvd-synth/" + json.dumps(identity, sort_keys=True))
     plan = make_plan(world, tok)
     tasks: dict[tuple[int, int], list[tables.Frame]] = {}
     for f in plan.frames:
@@ -237,10 +250,8 @@ def generate(
     for key in sorted(tasks):
         sightings += json.loads((out / MARKERS / f"{key[0]:04d}-{key[1]:04d}.json").read_text())
     counts = write_tables(out, world, tok, plan, sightings)
-    shutil.rmtree(out / MARKERS)
-    manifest = {"format": "hvd-synth", "identity": identity, "complete": True, "counts": counts, "hvd_version": __version__}
-    _atomic_write(out / MANIFEST, json.dumps(manifest, indent=1).encode())
-    return manifest
+    _atomic_write(out / MANIFEST, _manifest(identity, preset.n_scenes, complete=True, counts=counts))
+    return json.loads((out / MANIFEST).read_text())
 
 
 def write_tables(out: Path, world: World, tok: tables.Tokens, plan: Plan, sightings: list[dict]) -> dict:

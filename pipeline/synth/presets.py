@@ -24,12 +24,12 @@ class SynthPreset:
     version: str = "v1.0-mini"
 
     def identity(self, seed: int) -> dict:
-        """What makes two generated datasets the same (the catalog fingerprints this)."""
+        """What decides the content of every scene (the catalog fingerprints this). The number of
+        scenes is not part of it: a dataset grown by more scenes keeps its identity, its existing
+        files and tokens, so stores built from it only compute the new keyframes."""
         return {
             "generator_version": GENERATOR_VERSION,
-            "preset": self.name,
             "seed": seed,
-            "n_scenes": self.n_scenes,
             "keyframes_per_scene": self.keyframes_per_scene,
             "image_size": [self.image_height, self.image_width],
             "lidar_azimuth_steps": self.lidar_azimuth_steps,

@@ -172,8 +172,11 @@ def _pedestrian(rng, uid, traj, attribute):
 
 
 class _Ids:
-    def __init__(self) -> None:
-        self.next = 1
+    """Object uids: static objects of road segment i start at 1 + i * 100_000, moving things of
+    scene i at 10**9 + i * 100_000, so adding scenes never renumbers existing objects."""
+
+    def __init__(self, start: int) -> None:
+        self.next = start
 
     def __call__(self) -> int:
         self.next += 1
@@ -183,8 +186,10 @@ class _Ids:
 def _static_side(rng, side: int, x_lo: float, x_hi: float, uid: _Ids) -> list[WorldObject]:
     out: list[WorldObject] = []
     x = x_lo
-    while x < x_hi:  # buildings
+    while x < x_hi:  # buildings, each inside the segment so segments never overlap
         length = rng.uniform(12, 32)
+        if x + length > x_hi:
+            break
         if rng.random() < 0.15:
             x += rng.uniform(6, 15)
             continue
@@ -223,7 +228,7 @@ def _parking_strip(rng, side: int, x_lo: float, x_hi: float, uid: _Ids) -> list[
     out: list[WorldObject] = []
     facing = 0.0 if side < 0 else np.pi  # parked in the direction of traffic on that side
     x = x_lo
-    while x < x_hi:
+    while x < x_hi - 14.0:  # leave room for a construction zone or a vehicle
         roll = rng.random()
         if roll < 0.1:
             n_barriers = int(rng.integers(2, 5))
@@ -241,6 +246,8 @@ def _parking_strip(rng, side: int, x_lo: float, x_hi: float, uid: _Ids) -> list[
         else:
             shape = _vehicle_shape(rng)
             length = shape[1][1]
+            if x + length > x_hi:
+                break
             traj = Trajectory(x + length / 2, side * layout.PARKING_M, facing=facing)
             out.append(_vehicle(uid(), shape, traj, "vehicle.parked"))
             x += length + rng.uniform(0.8, 3.0)
@@ -273,19 +280,24 @@ def _scene_things(rng, x_start: float, span_m: float, uid: _Ids, ego_speed: floa
 
 
 def build_world(preset: SynthPreset, seed: int) -> World:
-    """The whole world for (preset, seed): identical on every call, in every process."""
-    rng = np.random.default_rng([seed, 0])
-    uid = _Ids()
+    """The whole world for (preset, seed): identical on every call, in every process.
+
+    Static content is generated per road segment (one per scene, plus one beyond the last), each
+    from its own random stream, so a world with more scenes extends a smaller one unchanged."""
     scene_span = preset.keyframes_per_scene * 0.5 * MAX_SPEED_MPS
-    x_lo = layout.WORLD_START_X_M - 120
-    x_hi = layout.WORLD_START_X_M + (preset.n_scenes - 1) * layout.SCENE_SPACING_M + scene_span + 120
-    static = _static_side(rng, -1, x_lo, x_hi, uid) + _static_side(rng, +1, x_lo, x_hi, uid)
+    static: list[WorldObject] = []
+    for segment in range(preset.n_scenes + 1):
+        rng = np.random.default_rng([seed, 0, segment])
+        lo = layout.WORLD_START_X_M - 150 + segment * layout.SCENE_SPACING_M
+        hi = lo + layout.SCENE_SPACING_M
+        uid = _Ids(1 + segment * 100_000)
+        static += _static_side(rng, -1, lo, hi, uid) + _static_side(rng, +1, lo, hi, uid)
     scenes = []
     for i in range(preset.n_scenes):
         srng = np.random.default_rng([seed, 1, i])
         speed = float(srng.uniform(5.0, MAX_SPEED_MPS))
         x_start = layout.WORLD_START_X_M + i * layout.SCENE_SPACING_M + float(srng.uniform(0, 20))
         start_us = 1_767_225_600_000_000 + i * 3_600_000_000 + int(srng.integers(0, 1_000_000))
-        things = _scene_things(srng, x_start, scene_span, uid, speed)
+        things = _scene_things(srng, x_start, scene_span, _Ids(10**9 + i * 100_000), speed)
         scenes.append(Scene(i, f"scene-{i + 1:04d}", x_start, speed, start_us, tuple(things)))
     return World(seed, preset, static, scenes)

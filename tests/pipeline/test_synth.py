@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from PIL import Image
 from pyquaternion import Quaternion
 
 from pipeline.classes import LIDARSEG_INDEX
+from pipeline.errors import HvdError
 from pipeline.index import CAMERAS
 from pipeline.synth import PRESETS
 from pipeline.synth.generate import MANIFEST, MARKERS, generate
@@ -40,8 +42,9 @@ def test_layout_has_every_nuscenes_table_and_folder(tiny_root):
     for folder in ("samples", "sweeps", "maps", "lidarseg/v1.0-mini"):
         assert any((tiny_root / folder).iterdir()), folder
     manifest = json.loads((tiny_root / MANIFEST).read_text())
-    assert manifest["complete"] and manifest["identity"]["preset"] == "tiny"
-    assert not (tiny_root / MARKERS).exists()
+    assert manifest["complete"] and manifest["scenes"] == PRESETS["tiny"].n_scenes
+    assert manifest["identity"]["image_size"] == [PRESETS["tiny"].image_height, PRESETS["tiny"].image_width]
+    assert len(list((tiny_root / MARKERS).glob("*.json"))) == PRESETS["tiny"].n_scenes * PRESETS["tiny"].keyframes_per_scene
 
 
 def test_devkit_loads_with_lidarseg(nusc):
@@ -274,9 +277,25 @@ def test_killed_run_resumes_to_identical_bytes(tiny_root, tmp_path):
     assert tree_digest(out) == tree_digest(tiny_root)
 
 
-def test_refuses_to_overwrite_other_data(tmp_path):
-    from pipeline.errors import HvdError
+def test_growing_by_a_scene_renders_only_it_and_equals_a_direct_run(tiny_root, tmp_path):
+    from dataclasses import replace
 
+    three = replace(PRESETS["tiny"], n_scenes=3)
+    grown = tmp_path / "grown"
+    shutil.copytree(tiny_root, grown)
+    before = {p: p.stat().st_mtime_ns for p in (grown / "samples").rglob("*") if p.is_file()}
+    seen = []
+    generate(grown, three, seed=0, workers=1, on_progress=lambda done, total: seen.append((done, total)))
+    assert seen[0] == (8, 12)  # the two existing scenes' keyframes were not rendered again
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+    direct = tmp_path / "direct"
+    generate(direct, three, seed=0, workers=2)
+    assert tree_digest(grown) == tree_digest(direct)
+    with pytest.raises(HvdError, match="holds 3 scenes"):
+        generate(grown, PRESETS["tiny"], seed=0)
+
+
+def test_refuses_to_overwrite_other_data(tmp_path):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
