@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import Annotated
 
@@ -168,6 +170,8 @@ def show(
     names = list(cat.spec.sources) if all_sources else [cat.source(source).name]
     resolved = {name: cat.artifacts(name) for name in names}  # catalog errors before any output
     console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(highlight=False, width=200)  # logs and pipes: keep table rows on one line
     for name, artifacts in resolved.items():
         _show_source(console, cat, name, artifacts)
 

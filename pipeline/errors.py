@@ -15,3 +15,7 @@ class CatalogError(HvdError):
 
 class StoreError(HvdError):
     """A derived store is missing, incomplete, stale or unreadable."""
+
+
+class RowError(HvdError):
+    """One keyframe cannot be computed (a missing or corrupt file): that row fails, the others go on."""

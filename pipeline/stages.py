@@ -24,15 +24,26 @@ class StageInfo:
     description: str
 
 
-KNOWN_STAGES = ("index",)
+KNOWN_STAGES = ("index", "superpixels", "correspondences", "depth_targets")
 
 
 def stage_info(name: str) -> StageInfo:
     """The ``StageInfo`` of stage ``name`` (imported lazily: stage modules import heavy libraries)."""
+    return stage_module(name).STAGE
+
+
+def stage_module(name: str):
+    """The module implementing stage ``name``: ``STAGE``, and for per-keyframe stages ``specs``
+    (the store's arrays) and ``compute`` (one keyframe's output)."""
     match name:
         case "index":
-            from pipeline import index
-
-            return index.STAGE
+            from pipeline import index as module
+        case "superpixels":
+            from pipeline import superpixels as module
+        case "correspondences":
+            from pipeline import correspondences as module
+        case "depth_targets":
+            from pipeline import depth_targets as module
         case _:
             raise CatalogError(f"unknown stage {name!r}; known stages: {', '.join(KNOWN_STAGES)}")
+    return module
