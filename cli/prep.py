@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -56,7 +56,7 @@ def index(
     Every other stage runs this automatically; it is rebuilt only when the dataset's tables change.
     """
     from pipeline.catalog import Catalog
-    from pipeline.index import ensure_index
+    from pipeline.index import ensure_index, problems_error
 
     cat = Catalog.load(catalog)
     start = time.monotonic()
@@ -64,7 +64,7 @@ def index(
         idx, built = ensure_index(cat, source, rebuild=rebuild, on_progress=bar_updater(bar, "index"))
     counts = {s: int((idx.splits == s).sum()) for s in ("train", "val")}
     excluded = len(idx) - sum(counts.values())
-    dropped = idx.meta.extra.get("dropped", [])
+    problems = idx.meta.extra.get("problems", [])
     verb = f"built in {time.monotonic() - start:.1f} s" if built else "up to date"
     console.print(
         f"index of [bold]{idx.meta.source}[/]: {len(idx)} keyframes ({counts['train']} train, {counts['val']} val"
@@ -72,5 +72,123 @@ def index(
         + f") -> {idx.path} ({verb})",
         highlight=False,
     )
-    if dropped:
-        console.print(f"[yellow]warning:[/] {len(dropped)} keyframe(s) skipped for missing or truncated files (allow_missing)")
+    error = problems_error(idx)
+    if error:
+        raise error
+    if problems:
+        console.print(f"[yellow]warning:[/] {len(problems)} keyframe(s) left out for missing or truncated files (allow_missing)")
+
+
+WorkersOption = Annotated[
+    int, typer.Option("--workers", "-j", min=0, help="Dask worker processes of the local cluster (0: one per core).")
+]
+AddressOption = Annotated[
+    Optional[str],
+    typer.Option("--dask-address", help="Use a running Dask scheduler (e.g. tcp://10.0.0.5:8786) instead of a local cluster.", show_default=False),
+]
+BatchOption = Annotated[int, typer.Option("--batch-rows", min=0, help="Keyframes per Dask task (0: automatic).")]
+
+
+def _run(stages: list[str], catalog, source, workers: int, dask_address, batch_rows: int) -> None:
+    """Run stages as the Prefect ``prep`` flow with a progress bar per stage; print a summary."""
+    from flows.settings import configure_prefect
+
+    configure_prefect()
+    from flows import progress
+    from flows.config import DaskConfig, PrepConfig
+    from flows.prep import prep
+    from pipeline.catalog import Catalog
+    from pipeline.runner import StageFailed
+
+    cat = Catalog.load(catalog)  # fail fast, before Prefect and Dask start
+    for stage in stages:
+        cat.artifact(stage, source)
+    config = PrepConfig(
+        catalog=str(cat.path), source=source, stages=stages, dask=DaskConfig(address=dask_address, workers=workers), batch_rows=batch_rows
+    )
+    tasks: dict[str, int] = {}
+    with progress_bar("prep", "keyframes") as bar:
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=max(total, 1))
+            bar.update(tasks[stage], completed=done if total else 1, description=stage)
+
+        start = time.monotonic()
+        with progress.listening(update):
+            try:
+                summaries = prep(config)
+            except StageFailed as failure:
+                _print_summaries([s.__dict__ for s in failure.summaries])
+                raise
+    _print_summaries(summaries)
+    console.print(f"done in {time.monotonic() - start:.1f} s; `hvd catalog show` lists the stores", highlight=False)
+
+
+def _print_summaries(summaries: list[dict]) -> None:
+    for s in summaries:
+        state = "complete" if s["complete"] else "[yellow]incomplete[/]"
+        console.print(
+            f"{s['artifact']}: {s['computed']} computed, {s['skipped']} already done, {len(s['failed'])} failed "
+            f"of {s['total']} keyframes -> {s['path']} ({state})",
+            highlight=False,
+        )
+
+
+def _stage_command(stage: str, doc: str):
+    def command(
+        catalog: CatalogOption = None,
+        source: SourceOption = None,
+        workers: WorkersOption = 0,
+        dask_address: AddressOption = None,
+        batch_rows: BatchOption = 0,
+    ) -> None:
+        _run([stage], catalog, source, workers, dask_address, batch_rows)
+
+    command.__doc__ = doc + _COMMON
+    app.command(name=stage.replace("_", "-"))(command)
+
+
+_COMMON = """
+
+    Runs as a Prefect flow whose tasks (batches of keyframes) go to Dask: a local cluster, or the
+    scheduler given by --dask-address. Only keyframes not yet done for this artifact's fingerprint
+    are computed, so a killed run resumes and a grown dataset computes only its new keyframes; each
+    keyframe is written to its own chunks and marked done last. A keyframe whose files are missing
+    or corrupt fails alone: the command names the sample and file, exits non-zero, and a re-run
+    computes just the failed keyframes.
+    """
+
+_stage_command(
+    "superpixels",
+    "SLIC superpixels of every camera image (n_segments 150, compactness 6, sigma 3 at full resolution;\n"
+    "    see the catalog's superpixels params), relabelled densely, with the segment count per image.",
+)
+_stage_command(
+    "correspondences",
+    "Point-pixel pairings of every keyframe and camera: point index (after the point-range filter),\n"
+    "    u, v in original pixels and depth, through the ego poses at the LiDAR and at each camera time.",
+)
+_stage_command(
+    "depth_targets",
+    "Minimum LiDAR depth per cell of the teacher's feature grid (input size / stride in the catalog),\n"
+    "    float16, 0 where no point falls. Needs the correspondences.",
+)
+
+
+@app.command(name="all")
+def all_(
+    catalog: CatalogOption = None,
+    source: SourceOption = None,
+    workers: WorkersOption = 0,
+    dask_address: AddressOption = None,
+    batch_rows: BatchOption = 0,
+) -> None:
+    """Every preprocessing stage in dependency order: superpixels, correspondences, depth targets.
+
+    One Dask cluster serves all stages. A stage with failed keyframes does not stop the others;
+    the command exits non-zero at the end, naming every failed sample and file.
+    """
+    from flows.prep import STAGE_ORDER
+
+    _run(list(STAGE_ORDER), catalog, source, workers, dask_address, batch_rows)

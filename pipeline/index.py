@@ -2,9 +2,10 @@
 with the paths, timestamps, calibration and ego poses every later stage reads instead of the
 devkit, plus the scene split.
 
-Built through nuscenes-devkit; every file a row names is checked (present, not truncated) so a bad
-download is reported once, by file and sample, before any stage runs. The index is rebuilt when its
-fingerprint or the dataset's tables change (``ensure_index``), and is cheap to rebuild.
+Built through nuscenes-devkit; every file a row names is checked (present, not truncated) and each
+problem is recorded by file and sample. Such keyframes stay in the index (the stages then fail just
+those rows, until the file is fixed) unless ``allow_missing`` drops them. The index is rebuilt when
+its fingerprint or the dataset's tables change, or while it records problems (``ensure_index``).
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def _scene_splits(nusc, split) -> dict[str, tuple[str, str]]:
 
 
 def build(source, params: IndexParams, on_progress: Callable[[int, int], None] | None = None):
-    """(pyarrow table, dropped problems) for ``source`` (a ``pipeline.catalog.Source``)."""
+    """(pyarrow table, problems) for ``source`` (a ``pipeline.catalog.Source``): one message per
+    missing or truncated file, naming the sample; with ``allow_missing`` those keyframes are left out."""
     import pyarrow as pa
 
     from pipeline.source import check_image, check_lidar, open_nuscenes
@@ -96,8 +98,8 @@ def build(source, params: IndexParams, on_progress: Callable[[int, int], None] |
             n_points, problem = check_lidar(root / lidar["filename"], root / lidarseg if lidarseg else None)
             bad = [problem] if problem else []
             bad += [p for p in (check_image(root / c["filename"]) for c in cams) if p]
-            if bad:
-                problems += [f"sample {sample['token']} ({scene['name']}): {p}" for p in bad]
+            problems += [f"sample {sample['token']} ({scene['name']}): {p}" for p in bad]
+            if bad and params.allow_missing:
                 continue
             calib = [nusc.get("calibrated_sensor", sd["calibrated_sensor_token"]) for sd in (lidar, *cams)]
             poses = [_pose(nusc.get("ego_pose", sd["ego_pose_token"])) for sd in (lidar, *cams)]
@@ -129,15 +131,22 @@ def build(source, params: IndexParams, on_progress: Callable[[int, int], None] |
                 rows[key].append(value)
         if on_progress:
             on_progress(done + 1, len(scenes))
-    if problems and not params.allow_missing:
-        shown = "\n  ".join(problems[:MAX_REPORTED])
-        more = f"\n  ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
-        raise SourceError(
-            f"{len(problems)} problem(s) in {root}:\n  {shown}{more}\n"
-            "Fix or re-download those files, or set `params: {index: {allow_missing: true}}` on the source "
-            "in the catalog to index only complete keyframes."
-        )
     return _to_table(pa, rows), problems
+
+
+def problems_error(index: SampleIndex) -> SourceError | None:
+    """The error ``hvd prep index`` reports for files found missing or truncated (None if none)."""
+    problems = index.meta.extra.get("problems", [])
+    if not problems or index.meta.params.get("allow_missing"):
+        return None
+    shown = "\n  ".join(problems[:MAX_REPORTED])
+    more = f"\n  ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
+    return SourceError(
+        f"{len(problems)} problem(s) in {index.dataroot}:\n  {shown}{more}\n"
+        "Those keyframes are indexed but every stage will fail on them until the files are fixed or "
+        "re-downloaded; or set `params: {index: {allow_missing: true}}` on the source in the catalog "
+        "to leave them out."
+    )
 
 
 # column -> (kind, width): kind "str", "i32", "i64", "f64"; width 0 = scalar, else a fixed-size list
@@ -268,9 +277,10 @@ def ensure_index(catalog, source: str | None = None, rebuild: bool = False, on_p
     src = artifact.source
     state = source_state(src)
     meta = read_meta(artifact.path) if os.path.exists(artifact.path) else None
-    if not rebuild and meta is not None and meta.complete and meta.fingerprint == artifact.fingerprint and meta.extra.get("source_state") == state:
+    fresh = meta is not None and meta.complete and meta.fingerprint == artifact.fingerprint and meta.extra.get("source_state") == state
+    if fresh and not rebuild and not meta.extra.get("problems"):
         return load(artifact.path, src.dataroot), False
-    table, dropped = build(src, artifact.params, on_progress)
+    table, problems = build(src, artifact.params, on_progress)
     meta = StoreMeta(
         fingerprint=artifact.fingerprint,
         stage="index",
@@ -283,7 +293,7 @@ def ensure_index(catalog, source: str | None = None, rebuild: bool = False, on_p
         rows_total=table.num_rows,
         rows_done=table.num_rows,
         complete=True,
-        extra={"dataroot": str(src.dataroot), "version": src.version, "source_state": state, "cameras": list(CAMERAS), "dropped": dropped},
+        extra={"dataroot": str(src.dataroot), "version": src.version, "source_state": state, "cameras": list(CAMERAS), "problems": problems},
     )
     Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
     tmp = f"{artifact.path}.{os.getpid()}.tmp"

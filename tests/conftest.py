@@ -75,15 +75,23 @@ def tiny_copy(tiny_root: Path, tmp_path: Path) -> Path:
     return dest
 
 
-def catalog_for(root: Path, dataroot: Path, version: str = "v1.0-mini", params: dict | None = None) -> Path:
+STAGE_ARTIFACTS = {
+    "superpixels": {"stage": "superpixels", "inputs": ["index"]},
+    "correspondences": {"stage": "correspondences", "inputs": ["index"]},
+    "depth_targets": {"stage": "depth_targets", "inputs": ["correspondences"], "params": {"input_size": [112, 208], "stride": 4}},
+}
+
+
+def catalog_for(root: Path, dataroot: Path, version: str = "v1.0-mini", params: dict | None = None, stages: bool = False) -> Path:
     """A catalog with one source ``tiny`` at ``dataroot`` (per-artifact ``params`` overrides) and
-    stores under ``root/stores``."""
+    stores under ``root/stores``; ``stages`` adds the preprocessing artifacts."""
     import yaml
 
     source = {"dataroot": str(dataroot), "version": version, "split": {"kind": "seeded", "val_fraction": 0.25, "seed": 0}}
     if params:
         source["params"] = params
-    spec = {"store_root": "stores", "default_source": "tiny", "sources": {"tiny": source}, "artifacts": {"index": {"stage": "index"}}}
+    artifacts = {"index": {"stage": "index"}, **(STAGE_ARTIFACTS if stages else {})}
+    spec = {"store_root": "stores", "default_source": "tiny", "sources": {"tiny": source}, "artifacts": artifacts}
     path = root / "catalog.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path

@@ -191,4 +191,6 @@ def test_repository_catalog_loads() -> None:
     expected = {"synth-tiny", "synth-demo", "synth-mini", "nuscenes", "nuscenes-mini"}
     assert set(catalog.spec.sources) == expected
     assert catalog.source("nuscenes").split.kind == "slidr"
-    assert [art.name for art in catalog.artifacts("nuscenes")] == ["index"]
+    names = [art.name for art in catalog.artifacts("nuscenes")]
+    assert set(names) == {"index", "superpixels", "correspondences", "depth_targets"}
+    assert names.index("correspondences") < names.index("depth_targets")  # inputs first

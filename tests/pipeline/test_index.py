@@ -17,7 +17,7 @@ from cli.main import app
 from pipeline.catalog import Catalog
 from pipeline.errors import SourceError
 from pipeline.geometry import rigid
-from pipeline.index import CAMERAS, ensure_index
+from pipeline.index import CAMERAS, ensure_index, problems_error
 from pipeline.splits import SLIDR_PARAMETRIZE, seeded_split, slidr_split
 from tests.conftest import catalog_for
 
@@ -167,9 +167,21 @@ def test_allow_missing_indexes_the_complete_keyframes_only(tiny_copy, tmp_path):
     index, _ = ensure_index(catalog)
     assert sample["token"] not in index.tokens
     assert len(index) == len(_table(tiny_copy, "sample")) - 1
-    dropped = index.meta.extra["dropped"]
-    assert len(dropped) == 1 and "truncated JPEG" in dropped[0] and sample["token"] in dropped[0]
-    strict = tmp_path / "strict"
-    strict.mkdir()
-    with pytest.raises(SourceError, match="truncated JPEG"):
-        ensure_index(Catalog.load(catalog_for(strict, tiny_copy)))
+    problems = index.meta.extra["problems"]
+    assert len(problems) == 1 and "truncated JPEG" in problems[0] and sample["token"] in problems[0]
+    assert problems_error(index) is None  # allowed: a warning, not an error
+
+
+def test_bad_files_keep_their_row_and_are_rechecked(tiny_copy, tmp_path):
+    sample = _first_sample(tiny_copy)
+    image = _sample_file(tiny_copy, sample["token"], "CAM_FRONT")
+    good = image.read_bytes()
+    image.write_bytes(good[:1000])
+    catalog = Catalog.load(catalog_for(tmp_path, tiny_copy))
+    index, _ = ensure_index(catalog)
+    assert sample["token"] in index.tokens and len(index) == len(_table(tiny_copy, "sample"))
+    error = problems_error(index)
+    assert isinstance(error, SourceError) and str(image) in str(error) and sample["token"] in str(error)
+    image.write_bytes(good)  # fixed: the next use re-checks and clears the problem
+    index, rebuilt = ensure_index(catalog)
+    assert rebuilt and problems_error(index) is None and not index.meta.extra["problems"]
