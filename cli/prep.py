@@ -91,9 +91,10 @@ BatchOption = Annotated[int, typer.Option("--batch-rows", min=0, help="Keyframes
 
 def _run(stages: list[str], catalog, source, workers: int, dask_address, batch_rows: int) -> None:
     """Run stages as the Prefect ``prep`` flow with a progress bar per stage; print a summary."""
-    from flows.settings import configure_prefect
+    from flows.settings import configure_prefect, quiet_run_logs
 
     configure_prefect()
+    quiet_run_logs()
     from flows import progress
     from flows.config import DaskConfig, PrepConfig
     from flows.prep import prep
@@ -107,21 +108,22 @@ def _run(stages: list[str], catalog, source, workers: int, dask_address, batch_r
         catalog=str(cat.path), source=source, stages=stages, dask=DaskConfig(address=dask_address, workers=workers), batch_rows=batch_rows
     )
     tasks: dict[str, int] = {}
-    with progress_bar("prep", "keyframes") as bar:
 
-        def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=max(total, 1))
-            bar.update(tasks[stage], completed=done if total else 1, description=stage)
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=max(total, 1))
+        bar.update(tasks[stage], completed=done if total else 1, description=stage)
 
-        start = time.monotonic()
-        with progress.listening(update):
-            try:
-                summaries = prep(config)
-            except StageFailed as failure:
-                _print_summaries([s.__dict__ for s in failure.summaries])
-                raise
+    start = time.monotonic()
+    failure = None
+    with progress_bar("prep", "keyframes") as bar, progress.listening(update):
+        try:
+            summaries = prep(config)
+        except StageFailed as exc:
+            failure, summaries = exc, [s.__dict__ for s in exc.summaries]
     _print_summaries(summaries)
+    if failure:
+        raise failure
     console.print(f"done in {time.monotonic() - start:.1f} s; `hvd catalog show` lists the stores", highlight=False)
 
 

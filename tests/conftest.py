@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-# Prefect must never write to ~/.prefect or phone home from tests.
+# Prefect must never write to ~/.prefect or phone home from tests (subprocesses inherit these).
 os.environ.setdefault("PREFECT_HOME", str(Path(__file__).resolve().parents[1] / ".prefect" / "tests"))
+Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 SMALL_CATALOG = """\
@@ -93,6 +94,7 @@ def catalog_for(root: Path, dataroot: Path, version: str = "v1.0-mini", params: 
     artifacts = {"index": {"stage": "index"}, **(STAGE_ARTIFACTS if stages else {})}
     spec = {"store_root": "stores", "default_source": "tiny", "sources": {"tiny": source}, "artifacts": artifacts}
     path = root / "catalog.yaml"
+    root.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 

@@ -1,0 +1,102 @@
+"""``hvd prep`` as users run it: a real process running the Prefect flows on a local Dask cluster,
+killed mid-run and resumed, and failing on a bad file without losing the other keyframes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.catalog import Catalog
+from pipeline.rowstore import RowStore
+from pipeline.runner import run_local
+from pipeline.stores import read_meta
+from tests.conftest import catalog_for
+
+REPO = Path(__file__).resolve().parents[2]
+STAGES = ("superpixels", "correspondences", "depth_targets")
+
+
+def _hvd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cli.main", *args]
+
+
+def _env() -> dict:
+    return {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+
+
+def _arrays(path: str) -> dict[str, np.ndarray]:
+    store = RowStore.open(path)
+    return {name: store.group[name][:] for name in store.group.array_keys()}
+
+
+def _done_rows(path: str) -> int:
+    chunks = Path(path) / "done" / "c"
+    return len(list(chunks.iterdir())) if chunks.exists() else 0
+
+
+def test_killed_prep_all_resumes_to_the_same_stores(tiny_root, tiny_copy, tmp_path):
+    reference = Catalog.load(catalog_for(tmp_path / "reference", tiny_root, stages=True))
+    for name in STAGES:  # an uninterrupted run, in-process
+        assert run_local(reference, name).complete
+    catalog = Catalog.load(catalog_for(tmp_path / "run", tiny_copy, stages=True))
+    command = _hvd("prep", "all", "--catalog", str(catalog.path), "--workers", "2", "--batch-rows", "1")
+
+    proc = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    first = catalog.artifact("superpixels").path
+    deadline = time.monotonic() + 300
+    while _done_rows(first) < 2:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "no keyframe finished in time"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the job is killed: driver, Dask workers, Prefect server
+    proc.wait()
+    killed = [read_meta(catalog.artifact(n).path) for n in STAGES]
+    assert not all(m is not None and m.complete for m in killed)
+    assert 2 <= killed[0].rows_done < 8
+
+    again = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "already done" in again.stderr
+    for name in STAGES:
+        resumed, expected = _arrays(catalog.artifact(name).path), _arrays(reference.artifact(name).path)
+        assert resumed.keys() == expected.keys()
+        for key in expected:
+            np.testing.assert_array_equal(resumed[key], expected[key], err_msg=f"{name}/{key}")
+        assert read_meta(catalog.artifact(name).path).complete
+
+    shown = subprocess.run(_hvd("catalog", "show", "--catalog", str(catalog.path)), cwd=REPO, env=_env(), capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    for name in STAGES:
+        line = next(line for line in shown.stdout.splitlines() if line.lstrip("│ ").startswith(name + " "))
+        assert "complete" in line and "8/8" in line and "KiB" in line, line
+
+
+def test_a_missing_file_fails_its_keyframe_and_a_rerun_finishes_it(tiny_copy, tmp_path):
+    catalog = Catalog.load(catalog_for(tmp_path, tiny_copy, stages=True))
+    from pipeline.index import ensure_index
+
+    index, _ = ensure_index(catalog)
+    record = index.record(3)
+    saved = record["lidar_path"].read_bytes()
+    record["lidar_path"].unlink()
+    command = _hvd("prep", "correspondences", "--catalog", str(catalog.path), "--workers", "1")
+
+    failed = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    assert failed.returncode == 2, failed.stderr
+    message = " ".join(failed.stderr.split())
+    assert record["token"] in message and str(record["lidar_path"]) in message and "missing" in message
+    assert "Traceback" not in failed.stderr
+    meta = read_meta(catalog.artifact("correspondences").path)
+    assert (meta.rows_done, meta.complete) == (7, False)
+
+    record["lidar_path"].write_bytes(saved)
+    fixed = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    assert fixed.returncode == 0, fixed.stderr
+    assert "1 computed, 7 already done, 0 failed" in " ".join(fixed.stderr.split())
+    assert read_meta(catalog.artifact("correspondences").path).complete
