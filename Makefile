@@ -18,7 +18,7 @@ $(READY): pyproject.toml constraints.txt scripts/setup.sh
 ## make demo: the main job on the synthetic default dataset
 demo: $(READY)
 	$(HVD) data synth --out $(DEMO) --preset demo
-	$(HVD) prep index --source synth-demo
+	$(HVD) prep all --source synth-demo
 	$(HVD) catalog show
 
 ## make test: the test suite

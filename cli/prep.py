@@ -191,6 +191,6 @@ def all_(
     One Dask cluster serves all stages. A stage with failed keyframes does not stop the others;
     the command exits non-zero at the end, naming every failed sample and file.
     """
-    from flows.prep import STAGE_ORDER
+    from pipeline.stages import PREP_STAGES  # not flows.prep: Prefect must not load before configure_prefect
 
-    _run(list(STAGE_ORDER), catalog, source, workers, dask_address, batch_rows)
+    _run(list(PREP_STAGES), catalog, source, workers, dask_address, batch_rows)

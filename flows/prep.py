@@ -25,8 +25,7 @@ from flows.config import DaskConfig, PrepConfig
 from pipeline import runner
 from pipeline.catalog import Catalog
 from pipeline.runner import StageFailed, Summary
-
-STAGE_ORDER = ("superpixels", "correspondences", "depth_targets")
+from pipeline.stages import PREP_STAGES as STAGE_ORDER
 
 
 @task(name="compute-rows", cache_policy=NONE, retries=0)

@@ -17,8 +17,9 @@ from pipeline.rowstore import ArraySpec, RowStore
 from pipeline.sensor_data import in_range, load_points
 from pipeline.stages import StageInfo
 
-VERSION = 1
+VERSION = 2  # 2: the pairings of all cameras packed back to back in each row
 N_CAMERAS = 6
+PAIR_CHUNK = 32768
 
 
 class CorrespondenceParams(BaseModel):
@@ -44,13 +45,14 @@ STAGE = StageInfo(
 
 
 def specs(params: CorrespondenceParams, index) -> dict[str, ArraySpec]:
-    """Ragged pairings padded to a per-camera capacity (the largest sweep of the index: a point
-    appears at most once per camera), one chunk per (row, camera); ``counts`` holds the number of
-    points in range, then the number of pairings of each camera."""
-    capacity = int(-(-max(int(index.column("lidar_points").max()), 1) // 1024) * 1024)
+    """Ragged pairings, the six cameras' back to back, with room for six times the largest sweep
+    (a point pairs at most once per camera) in chunks of 32768: a row writes and reads only the
+    chunks its pairings fill (one, for a nuScenes sweep). ``counts`` holds the number of points in
+    range, then the number of pairings of each camera."""
+    capacity = N_CAMERAS * int(-(-max(int(index.column("lidar_points").max()), 1) // 1024) * 1024)
     return {
-        "point": ArraySpec((N_CAMERAS, capacity), "int32", chunk=(1, capacity)),
-        "uvd": ArraySpec((N_CAMERAS, capacity, 3), "float32", chunk=(1, capacity, 3)),
+        "point": ArraySpec((capacity,), "int32", chunk=(PAIR_CHUNK,)),
+        "uvd": ArraySpec((capacity, 3), "float32", chunk=(PAIR_CHUNK, 3)),
         "counts": ArraySpec((1 + N_CAMERAS,), "int32"),
     }
 
@@ -87,13 +89,8 @@ def compute(record: dict, params: CorrespondenceParams, inputs=None) -> dict[str
     xyz = points[in_range(points), :3].astype(np.float64)
     transforms = lidar_to_cameras(record)
     pairs = [project(xyz, transforms[c], record["intrinsics"][c], record["image_hw"][c], params) for c in range(N_CAMERAS)]
-    longest = max(1, max(len(p[0]) for p in pairs))
-    point = np.zeros((N_CAMERAS, longest), dtype=np.int32)
-    uvd = np.zeros((N_CAMERAS, longest, 3), dtype=np.float32)
-    for c, (idx, uv, depth) in enumerate(pairs):
-        point[c, : len(idx)] = idx
-        uvd[c, : len(idx), :2] = uv
-        uvd[c, : len(idx), 2] = depth
+    point = np.concatenate([idx for idx, _, _ in pairs]).astype(np.int32)
+    uvd = np.concatenate([np.column_stack([uv, depth]) for _, uv, depth in pairs]).astype(np.float32).reshape(-1, 3)
     counts = np.array([len(xyz), *(len(p[0]) for p in pairs)], dtype=np.int32)
     return {"point": point, "uvd": uvd, "counts": counts}
 
@@ -101,6 +98,9 @@ def compute(record: dict, params: CorrespondenceParams, inputs=None) -> dict[str
 def read(store: RowStore, row: int) -> tuple[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
     """(points in range, per camera (point index, uv (M, 2) float32, depth (M,) float32)) of a row."""
     counts = store.read("counts", row)
-    point, uvd = store.read("point", row), store.read("uvd", row)
-    cams = [(point[c, :n], uvd[c, :n, :2], uvd[c, :n, 2]) for c, n in enumerate(counts[1:])]
+    total = int(counts[1:].sum())
+    point, uvd = store.read("point", row, total), store.read("uvd", row, total)
+    ends = np.cumsum(counts[1:])
+    starts = ends - counts[1:]
+    cams = [(point[a:b], uvd[a:b, :2], uvd[a:b, 2]) for a, b in zip(starts, ends)]
     return int(counts[0]), cams

@@ -53,6 +53,12 @@ class RowStore:
         self.path = path
         self.group = group
         self._rows: dict[str, int] | None = None
+        self._arrays: dict = {}  # array handles: looking one up reads its metadata
+
+    def array(self, name: str):
+        if name not in self._arrays:
+            self._arrays[name] = self.group[name]
+        return self._arrays[name]
 
     # --- driver side ---------------------------------------------------------------------------------
 
@@ -132,21 +138,22 @@ class RowStore:
     # --- worker side -----------------------------------------------------------------------------
 
     def write(self, row: int, values: dict[str, np.ndarray], row_hash: str) -> None:
-        """Write one row's arrays, then mark it done (a row killed half-way stays not done)."""
+        """Write one row's arrays, then mark it done (a row killed half-way stays not done).
+        Ragged values fill a prefix of the row: only the chunks they touch are written."""
         for name, value in values.items():
-            array = self.group[name]
-            if value.shape != array.shape[1:]:  # ragged data fills a prefix of the row
-                region = tuple(slice(0, s) for s in value.shape)
-                padded = np.full(array.shape[1:], array.fill_value, dtype=array.dtype)
-                padded[region] = value
-                value = padded
-            array[row] = value
-        self.group[DONE][row] = done_value(row_hash)
+            array = self.array(name)
+            if value.shape == array.shape[1:]:
+                array[row] = value
+            elif len(value):
+                array[(row, *(slice(0, n) for n in value.shape))] = value
+        self.array(DONE)[row] = done_value(row_hash)
 
     # --- readers ---------------------------------------------------------------------------------
 
-    def read(self, name: str, row: int) -> np.ndarray:
-        return self.group[name][row]
+    def read(self, name: str, row: int, length: int | None = None) -> np.ndarray:
+        """A row of an array, or its first ``length`` entries (only those chunks are read)."""
+        array = self.array(name)
+        return array[row] if length is None else array[row, :length]
 
     def row_of(self, token: str) -> int | None:
         """The store row of a sample token, None if the store has never seen it."""
@@ -156,4 +163,4 @@ class RowStore:
 
     def is_done(self, row: int, row_hash: str) -> bool:
         """Whether ``row`` was computed from the index row content with hash ``row_hash``."""
-        return int(self.group[DONE][row]) == done_value(row_hash)
+        return int(self.array(DONE)[row]) == done_value(row_hash)

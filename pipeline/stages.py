@@ -25,6 +25,7 @@ class StageInfo:
 
 
 KNOWN_STAGES = ("index", "superpixels", "correspondences", "depth_targets")
+PREP_STAGES = ("superpixels", "correspondences", "depth_targets")  # per-keyframe, in dependency order
 
 
 def stage_info(name: str) -> StageInfo:

@@ -131,30 +131,26 @@ def test_superpixels_follow_the_class_boundaries(built, tiny_root):
         labels = store.read("labels", store.row_of(record["token"]))
         for c, token in enumerate(record["cam_tokens"]):
             truth = np.array(Image.open(tiny_root / "synth" / "labels" / f"{token}.png"))
-            recalls.append(_boundary_recall(labels[c], truth, 2))
-    grid = _boundary_recall(_grid_labels(truth.shape, 150), truth, 2)
+            recalls.append(superpixels.boundary_recall(labels[c], truth, 2))
+    grid = superpixels.boundary_recall(_grid_labels(truth.shape, 150), truth, 2)
     assert np.mean(recalls) > 0.7 and np.mean(recalls) > grid + 0.1, (np.mean(recalls), grid)
-
-
-def _edges(labels: np.ndarray) -> np.ndarray:
-    edge = np.zeros(labels.shape, dtype=bool)
-    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
-    edge[1:, :] |= labels[1:, :] != labels[:-1, :]
-    return edge
-
-
-def _boundary_recall(segments: np.ndarray, truth: np.ndarray, tolerance: int) -> float:
-    from scipy.ndimage import binary_dilation
-
-    found = binary_dilation(_edges(segments), iterations=tolerance)
-    wanted = _edges(truth)
-    return float((found & wanted).sum() / max(wanted.sum(), 1))
 
 
 def _grid_labels(shape, n: int) -> np.ndarray:
     side = int(np.sqrt(shape[0] * shape[1] / n))
     rows, cols = np.arange(shape[0])[:, None] // side, np.arange(shape[1])[None, :] // side
     return rows * 1000 + cols
+
+
+def test_quality_metrics_by_hand():
+    truth = np.array([[0, 0, 1, 1]] * 4)
+    aligned = np.array([[5, 5, 7, 7]] * 4)
+    straddling = np.array([[5, 5, 5, 7]] * 4)
+    assert superpixels.boundary_recall(aligned, truth, 0) == 1.0
+    assert superpixels.boundary_recall(straddling, truth, 0) == 0.0
+    assert superpixels.boundary_recall(straddling, truth, 1) == 1.0
+    assert superpixels.achievable_accuracy(aligned, truth) == 1.0
+    assert superpixels.achievable_accuracy(straddling, truth) == 0.75
 
 
 def test_min_depth_grid_by_hand():
