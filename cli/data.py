@@ -8,13 +8,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from cli.progress import bar_updater, console, progress_bar
 
 from pipeline.synth import PRESETS
 
 app = typer.Typer(help="Datasets: generate the built-in synthetic nuScenes-format world.", no_args_is_help=True)
-console = Console(stderr=True)
 
 
 def _preset_help() -> str:
@@ -62,10 +61,8 @@ def synth(
     out = out or Path("data") / f"synth-{preset}"
     workers = workers or os.cpu_count() or 1
     start = time.monotonic()
-    columns = (TextColumn("[bold]synth[/] {task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("keyframes"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(f"{preset} seed {seed} -> {out}", total=None)
-        manifest = generate(out, spec, seed=seed, workers=workers, force=force, on_progress=lambda done, total: progress.update(task, completed=done, total=total))
+    with progress_bar("synth", "keyframe") as bar:
+        manifest = generate(out, spec, seed=seed, workers=workers, force=force, on_progress=bar_updater(bar, preset))
     if manifest.get("already_complete"):
         console.print(f"{out}: already holds this dataset ({spec.n_scenes} scenes of '{preset}', seed {seed}); nothing to do (--force regenerates)")
         return

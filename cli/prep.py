@@ -6,43 +6,11 @@ import time
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from cli.options import CatalogOption, SourceOption
+from cli.progress import bar_updater, console, progress_bar
 
 app = typer.Typer(help="Preprocessing stages: build the fingerprinted stores the training stage reads.", no_args_is_help=True)
-console = Console(stderr=True)
-
-
-def progress_bar(label: str, unit: str) -> Progress:
-    """The progress bar every long-running command shows: count, rate of progress and ETA."""
-    return Progress(
-        TextColumn(f"[bold]{label}[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn(unit),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=console,
-    )
-
-
-def bar_updater(bar: Progress, description: str):
-    """An ``on_progress(done, total)`` callback that adds its task to ``bar`` on first use, so
-    nothing is drawn when there is nothing to do."""
-    task = None
-
-    def update(done: int, total: int) -> None:
-        nonlocal task
-        if task is None:
-            task = bar.add_task(description, total=total)
-        bar.update(task, completed=done, total=total)
-
-    return update
-
-
 @app.command()
 def index(
     catalog: CatalogOption = None,
@@ -60,8 +28,8 @@ def index(
 
     cat = Catalog.load(catalog)
     start = time.monotonic()
-    with progress_bar("index", "scenes") as bar:
-        idx, built = ensure_index(cat, source, rebuild=rebuild, on_progress=bar_updater(bar, "index"))
+    with progress_bar("index", "scene") as bar:
+        idx, built = ensure_index(cat, source, rebuild=rebuild, on_progress=bar_updater(bar, "scenes"))
     counts = {s: int((idx.splits == s).sum()) for s in ("train", "val")}
     excluded = len(idx) - sum(counts.values())
     problems = idx.meta.extra.get("problems", [])
@@ -116,7 +84,7 @@ def _run(stages: list[str], catalog, source, workers: int, dask_address, batch_r
 
     start = time.monotonic()
     failure = None
-    with progress_bar("prep", "keyframes") as bar, progress.listening(update):
+    with progress_bar("prep", "keyframe") as bar, progress.listening(update):
         try:
             summaries = prep(config)
         except StageFailed as exc:
