@@ -9,6 +9,7 @@ import typer
 
 from cli.options import CatalogOption, SourceOption
 from cli.progress import bar_updater, console, progress_bar
+from pipeline.stages import PREP_STAGES  # not flows: Prefect must not load before configure_prefect
 
 app = typer.Typer(help="Preprocessing stages: build the fingerprinted stores the training stage reads.", no_args_is_help=True)
 @app.command()
@@ -105,7 +106,9 @@ def _print_summaries(summaries: list[dict]) -> None:
         )
 
 
-def _stage_command(stage: str, doc: str):
+def _prep_command(name: str, stages: list[str], doc: str) -> None:
+    """Register ``hvd prep NAME``, running ``stages`` with the shared options."""
+
     def command(
         catalog: CatalogOption = None,
         source: SourceOption = None,
@@ -113,10 +116,10 @@ def _stage_command(stage: str, doc: str):
         dask_address: AddressOption = None,
         batch_rows: BatchOption = 0,
     ) -> None:
-        _run([stage], catalog, source, workers, dask_address, batch_rows)
+        _run(stages, catalog, source, workers, dask_address, batch_rows)
 
     command.__doc__ = doc + _COMMON
-    app.command(name=stage.replace("_", "-"))(command)
+    app.command(name=name)(command)
 
 
 _COMMON = """
@@ -129,36 +132,27 @@ _COMMON = """
     computes just the failed keyframes.
     """
 
-_stage_command(
+_prep_command(
     "superpixels",
+    ["superpixels"],
     "SLIC superpixels of every camera image (n_segments 150, compactness 6, sigma 3 at full resolution;\n"
     "    see the catalog's superpixels params), relabelled densely, with the segment count per image.",
 )
-_stage_command(
+_prep_command(
     "correspondences",
+    ["correspondences"],
     "Point-pixel pairings of every keyframe and camera: point index (after the point-range filter),\n"
     "    u, v in original pixels and depth, through the ego poses at the LiDAR and at each camera time.",
 )
-_stage_command(
-    "depth_targets",
+_prep_command(
+    "depth-targets",
+    ["depth_targets"],
     "Minimum LiDAR depth per cell of the teacher's feature grid (input size / stride in the catalog),\n"
     "    float16, 0 where no point falls. Needs the correspondences.",
 )
-
-
-@app.command(name="all")
-def all_(
-    catalog: CatalogOption = None,
-    source: SourceOption = None,
-    workers: WorkersOption = 0,
-    dask_address: AddressOption = None,
-    batch_rows: BatchOption = 0,
-) -> None:
-    """Every preprocessing stage in dependency order: superpixels, correspondences, depth targets.
-
-    One Dask cluster serves all stages. A stage with failed keyframes does not stop the others;
-    the command exits non-zero at the end, naming every failed sample and file.
-    """
-    from pipeline.stages import PREP_STAGES  # not flows.prep: Prefect must not load before configure_prefect
-
-    _run(list(PREP_STAGES), catalog, source, workers, dask_address, batch_rows)
+_prep_command(
+    "all",
+    list(PREP_STAGES),
+    "Every preprocessing stage in dependency order: superpixels, correspondences, depth targets.\n\n"
+    "    One Dask cluster serves all stages; a stage with failed keyframes does not stop the others.",
+)
