@@ -98,6 +98,8 @@ def _run(stages: list[str], catalog, source, workers: int, dask_address, batch_r
 
 def _print_summaries(summaries: list[dict]) -> None:
     for s in summaries:
+        for note in s.get("notes", []):
+            console.print(f"{s['artifact']}: {note}", highlight=False, style="yellow" if "RANDOM" in note else None)
         state = "complete" if s["complete"] else "[yellow]incomplete[/]"
         console.print(
             f"{s['artifact']}: {s['computed']} computed, {s['skipped']} already done, {len(s['failed'])} failed "
@@ -151,8 +153,16 @@ _prep_command(
     "    float16, 0 where no point falls. Needs the correspondences.",
 )
 _prep_command(
+    "teacher-cache",
+    ["teacher_cache"],
+    "Frozen ResNet-50 features of every camera image at the configured input size (float16, one chunk\n"
+    "    per image, optional PCA fitted once on a sample), from the checkpoint named in the catalog\n"
+    "    (torchvision, MoCo, SwAV, DeepCluster-v2, DINO); uses a GPU when one is present.",
+)
+_prep_command(
     "all",
     list(PREP_STAGES),
-    "Every preprocessing stage in dependency order: superpixels, correspondences, depth targets.\n\n"
+    "Every preprocessing stage in dependency order: superpixels, correspondences, depth targets,\n"
+    "    teacher cache.\n\n"
     "    One Dask cluster serves all stages; a stage with failed keyframes does not stop the others.",
 )

@@ -82,7 +82,7 @@ def project(xyz: np.ndarray, lidar_to_cam: np.ndarray, intrinsic: np.ndarray, im
     return idx, uv[inside], depth[idx]
 
 
-def compute(record: dict, params: CorrespondenceParams, inputs=None) -> dict[str, np.ndarray]:
+def compute(record: dict, params: CorrespondenceParams, inputs=None, store=None) -> dict[str, np.ndarray]:
     points = load_points(record["lidar_path"])
     if len(points) != record["lidar_points"]:
         raise RowError(f"{record['lidar_path']}: {len(points)} points, the index says {record['lidar_points']} (re-run hvd prep index)")

@@ -66,7 +66,7 @@ def min_depth_grid(uv: np.ndarray, depth: np.ndarray, image_hw, params: DepthTar
     return grid.reshape(h, w)
 
 
-def compute(record: dict, params: DepthTargetParams, inputs) -> dict[str, np.ndarray]:
+def compute(record: dict, params: DepthTargetParams, inputs, store=None) -> dict[str, np.ndarray]:
     store = inputs["correspondences"]
     row = store.row_of(record["token"])
     if row is None or not store.is_done(row, record["row_hash"]):

@@ -9,6 +9,7 @@ Layout (N rows, in the order keyframes were first added; never reordered):
 - ``done`` (N,) int64, one chunk per row, written *last* by the worker that computed the row: 0 until
   then, afterwards a number derived from the index row's content hash, so a row whose inputs changed
   (same token, other files or calibration) reads as not done and is recomputed;
+- ``shared/``: store-level arrays that are not per row (e.g. a PCA basis), written by the driver;
 - the ``hvd`` group attribute (``pipeline.stores.StoreMeta``), rewritten only by the driver.
 
 Only the driver creates, resizes and commits; workers only write rows.
@@ -23,7 +24,7 @@ import numpy as np
 from pipeline.errors import StoreError
 from pipeline.stores import META_KEY, StoreMeta, write_zarr_meta
 
-TOKEN, DONE = "token", "done"
+TOKEN, DONE, SHARED = "token", "done", "shared"
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,20 @@ class RowStore:
         """A row of an array, or its first ``length`` entries (only those chunks are read)."""
         array = self.array(name)
         return array[row] if length is None else array[row, :length]
+
+    def has_shared(self, name: str) -> bool:
+        return SHARED in self.group and name in self.group[SHARED]
+
+    def write_shared(self, name: str, data: np.ndarray) -> None:
+        """A store-level array (driver side, before any row is computed)."""
+        self.group.require_group(SHARED).create_array(name, data=data, overwrite=True)
+
+    def read_shared(self, name: str) -> np.ndarray:
+        """A store-level array, read once per process."""
+        key = f"{SHARED}/{name}"
+        if key not in self._arrays:
+            self._arrays[key] = self.group[SHARED][name][:]
+        return self._arrays[key]
 
     def row_of(self, token: str) -> int | None:
         """The store row of a sample token, None if the store has never seen it."""

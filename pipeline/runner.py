@@ -32,6 +32,7 @@ class Plan:
     rows: np.ndarray  # store row of each index row
     todo: np.ndarray  # index rows to compute
     inputs: dict[str, str]  # input artifact name -> store path
+    notes: list[str] = field(default_factory=list)  # what the stage wants the user to know
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Summary:
     skipped: int = 0
     failed: list[str] = field(default_factory=list)
     complete: bool = False
+    notes: list[str] = field(default_factory=list)
 
 
 class StageFailed(HvdError):
@@ -97,9 +99,10 @@ def plan(catalog, name: str, source: str | None = None, on_index_progress=None) 
         inputs[dep_name] = dep.path
     module = stage_module(artifact.stage.name)
     store = RowStore.open_or_create(artifact.path, _meta(artifact, index, 0, None), module.specs(artifact.params, index))
+    notes = module.prepare(store, artifact.params, index) if hasattr(module, "prepare") else []
     rows = store.assign(index.tokens)
     todo = np.flatnonzero(store.pending(rows, list(index.column("row_hash"))))
-    return Plan(artifact, index, store, rows, todo, inputs)
+    return Plan(artifact, index, store, rows, todo, inputs, notes)
 
 
 def _exists(path: str) -> bool:
@@ -109,7 +112,8 @@ def _exists(path: str) -> bool:
 
 
 def jobs(p: Plan, batch_rows: int) -> list[Job]:
-    params = p.artifact.params.model_dump(mode="json")
+    fields = type(p.artifact.params).model_fields  # declared ones: computed fields are recomputed
+    params = {k: v for k, v in p.artifact.params.model_dump(mode="json").items() if k in fields}
     todo = [int(i) for i in p.todo]
     return [
         Job(p.artifact.stage.name, p.store.path, params, p.inputs, [(int(p.rows[i]), p.index.record(i)) for i in todo[k : k + batch_rows]])
@@ -127,7 +131,7 @@ def run_job(job: Job) -> list[dict]:
     for row, record in job.rows:
         where = f"sample {record['token']} ({record['scene']})"
         try:
-            store.write(row, module.compute(record, params, inputs), record["row_hash"])
+            store.write(row, module.compute(record, params, inputs, store), record["row_hash"])
             results.append({"token": record["token"], "ok": True, "error": None})
         except RowError as exc:
             results.append({"token": record["token"], "ok": False, "error": f"{where}: {exc}"})
@@ -152,6 +156,7 @@ def commit(p: Plan, results: list[dict]) -> Summary:
         skipped=len(p.index) - len(p.todo),
         failed=failed,
         complete=done == len(p.index),
+        notes=p.notes,
     )
 
 

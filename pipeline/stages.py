@@ -24,8 +24,8 @@ class StageInfo:
     description: str
 
 
-KNOWN_STAGES = ("index", "superpixels", "correspondences", "depth_targets")
-PREP_STAGES = ("superpixels", "correspondences", "depth_targets")  # per-keyframe, in dependency order
+KNOWN_STAGES = ("index", "superpixels", "correspondences", "depth_targets", "teacher_cache")
+PREP_STAGES = ("superpixels", "correspondences", "depth_targets", "teacher_cache")  # per keyframe, inputs first
 
 
 def stage_info(name: str) -> StageInfo:
@@ -35,7 +35,8 @@ def stage_info(name: str) -> StageInfo:
 
 def stage_module(name: str):
     """The module implementing stage ``name``: ``STAGE``, and for per-keyframe stages ``specs``
-    (the store's arrays) and ``compute`` (one keyframe's output)."""
+    (the store's arrays), ``compute(record, params, inputs, store)`` (one keyframe's output) and
+    optionally ``prepare(store, params, index)`` (driver-side set-up before any row; returns notes)."""
     match name:
         case "index":
             from pipeline import index as module
@@ -45,6 +46,8 @@ def stage_module(name: str):
             from pipeline import correspondences as module
         case "depth_targets":
             from pipeline import depth_targets as module
+        case "teacher_cache":
+            from pipeline import teacher_cache as module
         case _:
             raise CatalogError(f"unknown stage {name!r}; known stages: {', '.join(KNOWN_STAGES)}")
     return module

@@ -87,7 +87,7 @@ def densify(labels: np.ndarray, out_hw: tuple[int, int]) -> tuple[np.ndarray, in
     return dense.reshape(labels.shape), len(ids)
 
 
-def compute(record: dict, params: SuperpixelParams, inputs=None) -> dict[str, np.ndarray]:
+def compute(record: dict, params: SuperpixelParams, inputs=None, store=None) -> dict[str, np.ndarray]:
     image_hw = tuple(record["image_hw"][0])
     working, stored = sizes(params, image_hw)
     dtype = np.dtype(label_dtype(params))

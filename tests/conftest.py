@@ -80,6 +80,7 @@ STAGE_ARTIFACTS = {
     "superpixels": {"stage": "superpixels", "inputs": ["index"]},
     "correspondences": {"stage": "correspondences", "inputs": ["index"]},
     "depth_targets": {"stage": "depth_targets", "inputs": ["correspondences"], "params": {"input_size": [112, 208], "stride": 4}},
+    "teacher_cache": {"stage": "teacher_cache", "inputs": ["index"], "params": {"input_size": [64, 112], "pca_channels": 16, "pca_images": 4}},
 }
 
 

@@ -192,5 +192,5 @@ def test_repository_catalog_loads() -> None:
     assert set(catalog.spec.sources) == expected
     assert catalog.source("nuscenes").split.kind == "slidr"
     names = [art.name for art in catalog.artifacts("nuscenes")]
-    assert set(names) == {"index", "superpixels", "correspondences", "depth_targets"}
+    assert set(names) == {"index", "superpixels", "correspondences", "depth_targets", "teacher_cache"}
     assert names.index("correspondences") < names.index("depth_targets")  # inputs first

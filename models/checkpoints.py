@@ -1,0 +1,113 @@
+"""Loading self-supervised ResNet-50 checkpoints into ``models.resnet.ResNet50``, whatever format
+their publisher saved them in. Nothing is downloaded: the user gives a file.
+
+Detected formats (in this order):
+
+- ``moco``: MoCo v1/v2 -- ``{"state_dict": {"module.encoder_q.*", "module.encoder_k.*", "module.queue", ...}}``;
+  the query encoder is kept, its ``fc`` (v1: linear, v2: MLP) dropped;
+- ``swav``: SwAV / DeepCluster-v2 -- ``module.``-prefixed keys with ``projection_head.*`` and
+  ``prototypes*`` heads, which are dropped;
+- ``dino-full``: a DINO training checkpoint -- ``{"teacher": {"backbone.*", "head.*"}}``;
+- ``torchvision``: a plain torchvision state dict (``fc`` dropped), also DINO's released ResNet-50
+  (no ``fc``) and any plain or ``model``-wrapped state dict.
+
+Keys that are neither a known head nor a parameter of the model, and parameters the checkpoint
+lacks, are an error that lists them, unless ``allow_mismatch`` is set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+HEADS = ("fc.", "projection_head.", "prototypes", "head.")
+
+
+class CheckpointError(Exception):
+    """The checkpoint cannot be loaded into the encoder (message names the file and the keys)."""
+
+
+@dataclass
+class LoadReport:
+    path: str
+    format: str
+    loaded: int
+    dropped_heads: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        heads = sorted({k.split(".")[0] for k in self.dropped_heads})
+        text = f"{self.path}: {self.format} checkpoint, {self.loaded} tensors loaded"
+        if heads:
+            text += f", heads dropped: {', '.join(heads)}"
+        if self.missing or self.unexpected:
+            text += f"; {len(self.missing)} missing and {len(self.unexpected)} unexpected keys allowed"
+        return text
+
+
+def _unwrap(checkpoint: dict) -> tuple[dict, str]:
+    """(state dict, container) from the usual wrappings."""
+    for key in ("state_dict", "model"):
+        if isinstance(checkpoint.get(key), dict):
+            return checkpoint[key], key
+    if isinstance(checkpoint.get("teacher"), dict):
+        return checkpoint["teacher"], "teacher"
+    return checkpoint, ""
+
+
+def _strip(state: dict, prefix: str) -> dict:
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def normalise(checkpoint: dict) -> tuple[dict[str, torch.Tensor], str, list[str]]:
+    """(backbone state dict with torchvision names, detected format, dropped head keys)."""
+    state, container = _unwrap(checkpoint)
+    state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    keys = list(state)
+    if any(k.startswith("module.encoder_q.") for k in keys) or any(k.startswith("encoder_q.") for k in keys):
+        fmt = "moco"
+        state = _strip(state, "module.encoder_q." if any(k.startswith("module.") for k in keys) else "encoder_q.")
+    elif container == "teacher" or all(k.startswith(("backbone.", "head.")) for k in keys):
+        fmt = "dino-full"
+        heads = [k for k in keys if k.startswith("head.")]
+        return _strip(state, "backbone."), fmt, heads
+    elif keys and all(k.startswith("module.") for k in keys):
+        state = _strip(state, "module.")
+        fmt = "swav" if any(k.startswith(("projection_head.", "prototypes")) for k in state) else "torchvision (module.)"
+    else:
+        fmt = "torchvision" if container != "model" else "torchvision (model)"
+    heads = [k for k in state if k.startswith(HEADS)]
+    return {k: v for k, v in state.items() if not k.startswith(HEADS)}, fmt, heads
+
+
+def load_encoder_weights(model: nn.Module, path: str | Path, *, allow_mismatch: bool = False) -> LoadReport:
+    """Load a checkpoint file into ``model`` (in place) and say what was loaded."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or foreign files
+        raise CheckpointError(f"{path}: not a loadable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path}: expected a state dict or a dict holding one, found {type(checkpoint).__name__}")
+    state, fmt, heads = normalise(checkpoint)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if shapes:
+        raise CheckpointError(f"{path}: shape mismatch for {', '.join(f'{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}' for k in shapes[:10])}")
+    if (missing or unexpected) and not allow_mismatch:
+        raise CheckpointError(
+            f"{path} ({fmt} format) does not match a ResNet-50: "
+            + (f"missing keys: {', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}; " if missing else "")
+            + (f"unexpected keys: {', '.join(unexpected[:20])}{' ...' if len(unexpected) > 20 else ''}; " if unexpected else "")
+            + "pass allow_mismatch (--allow-mismatch) to load it anyway"
+        )
+    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+    return LoadReport(str(path), fmt, len(set(state) & set(expected)), heads, missing, unexpected)

@@ -1,0 +1,224 @@
+"""The teacher cache: the frozen image encoder's output for every camera image, computed once and
+read by training instead of running the teacher on every step (METHOD.md section 5).
+
+Each full image is resized to ``input_size`` and encoded by a dilated ResNet-50 (``models.resnet``)
+with the user's self-supervised weights. The (2048, h, w) features are stored as float16 (or
+bfloat16 bits), one chunk per image, optionally projected to ``pca_channels`` with a PCA basis
+fitted once on a sample of images and kept in the store (``shared/pca_mean``, ``shared/pca_components``).
+Without weights, a seeded random initialisation stands in: for trying the pipeline, not for results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+from pipeline.rowstore import ArraySpec, RowStore
+from pipeline.sensor_data import load_image
+from pipeline.stages import StageInfo
+
+VERSION = 1
+N_CAMERAS = 6
+RANDOM_WEIGHTS_WARNING = "teacher weights: RANDOM initialisation (no checkpoint given) -- these features are for trying the pipeline, not for results"
+
+
+class TeacherCacheParams(BaseModel):
+    """``weights``: a ResNet-50 checkpoint (torchvision, MoCo, SwAV, DeepCluster-v2, DINO), its
+    sha256 part of the fingerprint; None: random initialisation from ``seed``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weights: str | None = None
+    allow_mismatch: bool = False
+    seed: int = 0
+    input_size: tuple[int, int] = (224, 416)
+    output_stride: Literal[4, 8, 16, 32] = 4
+    pca_channels: int | None = Field(None, ge=1, le=2048)
+    pca_images: int = Field(32, ge=2)
+    dtype: Literal["float16", "bfloat16"] = "float16"
+
+    @computed_field
+    @property
+    def weights_sha256(self) -> str | None:
+        return None if self.weights is None else file_sha256(self.weights)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.input_size[0] // self.output_stride, self.input_size[1] // self.output_stride
+
+    @property
+    def channels(self) -> int:
+        return self.pca_channels or 2048
+
+
+STAGE = StageInfo(
+    name="teacher_cache",
+    version=VERSION,
+    params=TeacherCacheParams,
+    suffix=".zarr",
+    description="frozen ResNet-50 features per camera image (float16, optional PCA)",
+)
+
+
+@lru_cache(maxsize=8)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str) -> str:
+    if not os.path.isfile(path):
+        raise ValueError(f"teacher weights {path} not found (give an absolute path, or one relative to where hvd runs)")
+    stat = os.stat(path)
+    return _sha256_cached(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+
+
+def specs(params: TeacherCacheParams, index) -> dict[str, ArraySpec]:
+    h, w = params.grid
+    dtype = "float16" if params.dtype == "float16" else "uint16"  # bfloat16 kept as its bits
+    return {"features": ArraySpec((N_CAMERAS, params.channels, h, w), dtype, chunk=(1, params.channels, h, w))}
+
+
+# --- the encoder, once per process -----------------------------------------------------------------
+
+
+@lru_cache(maxsize=2)
+def encoder(params: TeacherCacheParams):
+    """(frozen encoder on its device, load report or None)."""
+    import torch
+
+    from models.checkpoints import load_encoder_weights
+    from models.resnet import ResNet50, frozen_teacher
+
+    torch.manual_seed(params.seed)
+    model = ResNet50(output_stride=params.output_stride)
+    report = load_encoder_weights(model, params.weights, allow_mismatch=params.allow_mismatch) if params.weights else None
+    model = frozen_teacher(model)
+    if torch.cuda.is_available():
+        model = model.cuda().to(memory_format=torch.channels_last)
+    return model, report
+
+
+def encode(params: TeacherCacheParams, images: np.ndarray) -> np.ndarray:
+    """(B, 2048, h, w) float32 features of (B, H, W, 3) uint8 images already at ``input_size``.
+    On a GPU: channels-last and float16 autocast; on the CPU: float32."""
+    import torch
+
+    model, _ = encoder(params)
+    x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    with torch.inference_mode():
+        if torch.cuda.is_available():
+            x = x.cuda(non_blocking=True).contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.float16):
+                out = model(x)
+        else:
+            out = model(x)
+    return out.float().cpu().numpy()
+
+
+def _to_storage(features: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "float16":
+        return features.astype(np.float16)
+    import torch
+
+    return torch.from_numpy(features).to(torch.bfloat16).view(torch.uint16).numpy()
+
+
+def _from_storage(stored: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "float16":
+        return stored.astype(np.float32)
+    import torch
+
+    return torch.from_numpy(stored.astype(np.uint16)).view(torch.bfloat16).float().numpy()
+
+
+def _images(record: dict, params: TeacherCacheParams) -> np.ndarray:
+    return np.stack([load_image(path, params.input_size) for path in record["cam_paths"]])
+
+
+# --- PCA ------------------------------------------------------------------------------------------
+
+
+def project(features: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """(B, 2048, h, w) -> (B, C', h, w) coordinates in the PCA basis."""
+    return np.einsum("kc,bchw->bkhw", components, features - mean[None, :, None, None], optimize=True)
+
+
+def restore(codes: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """(..., C', h, w) -> (..., 2048, h, w): the PCA reconstruction."""
+    return np.einsum("kc,...khw->...chw", components, codes, optimize=True) + mean[:, None, None]
+
+
+def _fit_pca(index, params: TeacherCacheParams, rng: np.random.Generator) -> dict:
+    """Basis from ``pca_images`` random images (a random subset of each one's feature vectors),
+    and its quality on as many other images: explained variance and reconstruction error."""
+    rows = rng.choice(len(index), size=min(len(index), 2 * params.pca_images), replace=len(index) < 2 * params.pca_images)
+    samples = []
+    for row in rows:
+        record = index.record(int(row))
+        cam = int(rng.integers(N_CAMERAS))
+        feats = encode(params, load_image(record["cam_paths"][cam], params.input_size)[None])[0]
+        vectors = feats.reshape(feats.shape[0], -1).T
+        samples.append(vectors[rng.choice(len(vectors), size=min(len(vectors), 1024), replace=False)].astype(np.float64))
+    fit, held_out = np.concatenate(samples[: params.pca_images]), np.concatenate(samples[params.pca_images :])
+    mean = fit.mean(axis=0)
+    cov = np.cov(fit - mean, rowvar=False)
+    values, vectors = np.linalg.eigh(cov)
+    order = np.argsort(values)[::-1][: params.pca_channels]
+    components = vectors[:, order].T  # (C', 2048), orthonormal rows
+    centred = held_out - mean
+    residual = centred - (centred @ components.T) @ components
+    error = float((residual**2).sum() / (centred**2).sum())
+    return {
+        "mean": mean.astype(np.float32),
+        "components": components.astype(np.float32),
+        "explained_variance": float(values[order].sum() / values.sum()),
+        "reconstruction_error": error,
+    }
+
+
+def prepare(store: RowStore, params: TeacherCacheParams, index) -> list[str]:
+    """Driver side, before any row: fit and store the PCA basis once (never refitted, so rows
+    added later share it); return notes for the user."""
+    _, report = encoder(params)
+    notes = [report.summary() if report else RANDOM_WEIGHTS_WARNING]
+    if params.pca_channels:
+        if not store.has_shared("pca_components"):
+            pca = _fit_pca(index, params, np.random.default_rng(params.seed))
+            store.write_shared("pca_mean", pca["mean"])
+            store.write_shared("pca_components", pca["components"])
+            store.group.attrs["pca"] = {k: pca[k] for k in ("explained_variance", "reconstruction_error")} | {"images": params.pca_images}
+        stats = store.group.attrs["pca"]
+        notes.append(
+            f"PCA 2048 -> {params.pca_channels} channels: explained variance {stats['explained_variance']:.3f}, "
+            f"relative reconstruction error {stats['reconstruction_error']:.3f} on held-out images"
+        )
+    return notes
+
+
+def compute(record: dict, params: TeacherCacheParams, inputs=None, store: RowStore | None = None) -> dict[str, np.ndarray]:
+    features = encode(params, _images(record, params))
+    if params.pca_channels:
+        features = project(features, store.read_shared("pca_mean"), store.read_shared("pca_components"))
+    return {"features": _to_storage(features, params.dtype)}
+
+
+# --- reading it back ------------------------------------------------------------------------------
+
+
+def read(store: RowStore, row: int, cam: int, params: TeacherCacheParams, restore_channels: bool = False) -> np.ndarray:
+    """(C, h, w) float32 cached features of one camera image of a store row; with
+    ``restore_channels`` the PCA is undone to 2048 channels."""
+    stored = store.array("features")[row, cam]
+    features = _from_storage(stored, params.dtype)
+    if params.pca_channels and restore_channels:
+        features = restore(features, store.read_shared("pca_mean"), store.read_shared("pca_components"))
+    return features
