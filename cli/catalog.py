@@ -16,7 +16,10 @@ from cli.options import CatalogOption, SourceOption
 from pipeline.catalog import Artifact, Catalog
 from pipeline.errors import StoreError
 from pipeline.fingerprint import canonical_json
+from pipeline.stages import PREP_STAGES
 from pipeline.stores import StoreMeta, disk_usage, list_stores, read_meta
+
+CAMERAS_PER_ROW = 6
 
 app = typer.Typer(
     help="Inspect the data catalog: artifacts, their fingerprints and their stores on disk.",
@@ -71,15 +74,20 @@ def _inspect(path: str, expected: str | None) -> tuple[str, StoreMeta | None, st
 
 
 def _cells(path: str, status: str, meta: StoreMeta | None) -> list[str]:
-    """status, rows done/total, size, bytes per row: the columns both tables share."""
+    """status, rows done/total, size, bytes per row (keyframe) and per camera image: the columns
+    both tables share."""
     size = disk_usage(path) if status != "missing" else 0
     rows = f"{meta.rows_done}/{meta.rows_total}" if meta else "-"
     per_row = _human(size / meta.rows_done) if meta and meta.rows_done else "-"
+    per_image = "-"
+    if meta and meta.rows_done and meta.stage in PREP_STAGES:  # six camera images per keyframe
+        per_image = _human(size / meta.rows_done / CAMERAS_PER_ROW)
     return [
         f"[{STATUS_STYLE[status]}]{status}[/]",
         rows,
         _human(size) if status != "missing" else "-",
         per_row,
+        per_image,
     ]
 
 
@@ -96,7 +104,7 @@ def _show_source(console: Console, catalog: Catalog, name: str, artifacts: list[
     table = Table(title=f"artifacts of {escape(name)}", title_justify="left")
     for column in ("artifact", "stage", "v", "fingerprint", "status", "rows done/total"):
         table.add_column(column)
-    for column in ("size", "bytes/row"):
+    for column in ("size", "bytes/row", "bytes/image"):
         table.add_column(column, justify="right")
     table.add_column("location")
     problems: list[str] = []
@@ -127,7 +135,7 @@ def _show_source(console: Console, catalog: Catalog, name: str, artifacts: list[
         )
         for column in ("store", "stage", "fingerprint", "status", "rows done/total"):
             old.add_column(column)
-        for column in ("size", "bytes/row"):
+        for column in ("size", "bytes/row", "bytes/image"):
             old.add_column(column, justify="right")
         old.add_column("created")
         for path in others:

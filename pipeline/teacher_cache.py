@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
 from pipeline.rowstore import ArraySpec, RowStore
 from pipeline.sensor_data import load_image
@@ -42,9 +42,17 @@ class TeacherCacheParams(BaseModel):
     pca_images: int = Field(32, ge=2)
     dtype: Literal["float16", "bfloat16"] = "float16"
 
+    @field_validator("weights")
+    @classmethod
+    def _weights_exist(cls, path: str | None) -> str | None:
+        if path is not None and not os.path.isfile(path):
+            raise ValueError(f"teacher weights {path} not found (give an absolute path, or one relative to where hvd runs)")
+        return path
+
     @computed_field
-    @property
+    @cached_property
     def weights_sha256(self) -> str | None:
+        """Hashed once per params object, when the fingerprint needs it (workers never do)."""
         return None if self.weights is None else file_sha256(self.weights)
 
     @property
@@ -65,20 +73,15 @@ STAGE = StageInfo(
 )
 
 
-@lru_cache(maxsize=8)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+def file_sha256(path: str) -> str:
+    """sha256 of a weights file (read in full: a size or timestamp cannot prove the content)."""
+    if not os.path.isfile(path):
+        raise ValueError(f"teacher weights {path} not found (give an absolute path, or one relative to where hvd runs)")
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def file_sha256(path: str) -> str:
-    if not os.path.isfile(path):
-        raise ValueError(f"teacher weights {path} not found (give an absolute path, or one relative to where hvd runs)")
-    stat = os.stat(path)
-    return _sha256_cached(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
 
 
 def specs(params: TeacherCacheParams, index) -> dict[str, ArraySpec]:

@@ -1,0 +1,116 @@
+"""The teacher cache: stored features are the encoder's output (float16 tolerance), the PCA basis
+is fitted once, reported and undone on read, and the weights file is part of the fingerprint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.resnet import ResNet50
+from pipeline import teacher_cache
+from pipeline.catalog import Catalog
+from pipeline.index import ensure_index
+from pipeline.rowstore import RowStore
+from pipeline.runner import plan, run_local
+from pipeline.sensor_data import load_image
+from pipeline.stores import read_meta
+from tests.conftest import catalog_for
+
+SMALL = {"input_size": [64, 112]}
+
+
+def _run(root, dataroot, **params):
+    catalog = Catalog.load(catalog_for(root, dataroot, params={"teacher_cache": SMALL | params}, stages=True))
+    summary = run_local(catalog, "teacher_cache")
+    assert summary.complete and not summary.failed, summary.failed
+    return catalog, summary
+
+
+@pytest.fixture(scope="module")
+def plain(tiny_root, tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("tc_plain"), tiny_root, pca_channels=None)
+
+
+@pytest.fixture(scope="module")
+def pca(tiny_root, tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("tc_pca"), tiny_root, pca_channels=32, pca_images=6)
+
+
+def _encoded(catalog, row: int, cam: int) -> np.ndarray:
+    params = catalog.artifact("teacher_cache").params
+    index, _ = ensure_index(catalog)
+    image = load_image(index.record(row)["cam_paths"][cam], params.input_size)
+    return teacher_cache.encode(params, image[None])[0]
+
+
+def test_cached_features_are_the_encoder_output(plain):
+    catalog, summary = plain
+    params = catalog.artifact("teacher_cache").params
+    store = RowStore.open(catalog.artifact("teacher_cache").path)
+    index, _ = ensure_index(catalog)
+    assert store.array("features").shape == (8, 6, 2048, 16, 28) and str(store.array("features").dtype) == "float16"
+    for row, cam in ((0, 0), (5, 3)):
+        cached = teacher_cache.read(store, store.row_of(index.tokens[row]), cam, params)
+        expected = _encoded(catalog, row, cam)
+        np.testing.assert_allclose(cached, expected, rtol=2e-3, atol=2e-3 * np.abs(expected).max())
+    assert summary.notes == [teacher_cache.RANDOM_WEIGHTS_WARNING]
+
+
+def test_pca_is_reported_and_undone_on_read(pca):
+    catalog, summary = pca
+    params = catalog.artifact("teacher_cache").params
+    store = RowStore.open(catalog.artifact("teacher_cache").path)
+    index, _ = ensure_index(catalog)
+    stats = store.group.attrs["pca"]
+    assert 0.5 < stats["explained_variance"] < 1.0 and 0.0 < stats["reconstruction_error"] < 0.5
+    assert any("PCA 2048 -> 32" in n and f"{stats['explained_variance']:.3f}" in n for n in summary.notes)
+    mean, components = store.read_shared("pca_mean"), store.read_shared("pca_components")
+    np.testing.assert_allclose(components @ components.T, np.eye(32), atol=1e-4)  # orthonormal basis
+    row = store.row_of(index.tokens[6])
+    codes = teacher_cache.read(store, row, 2, params)
+    truth = _encoded(catalog, 6, 2)
+    assert codes.shape == (32, 16, 28)
+    np.testing.assert_allclose(codes, teacher_cache.project(truth[None], mean, components)[0], rtol=2e-3, atol=2e-3 * np.abs(codes).max())
+    restored = teacher_cache.read(store, row, 2, params, restore_channels=True)
+    centred = truth - mean[:, None, None]
+    error = ((restored - truth) ** 2).sum() / (centred**2).sum()
+    assert restored.shape == truth.shape and error < 2 * stats["reconstruction_error"] + 0.05
+
+
+def test_the_pca_basis_is_fitted_once(pca):
+    catalog, _ = pca
+    store = RowStore.open(catalog.artifact("teacher_cache").path)
+    before = store.read_shared("pca_components").copy()
+    again = plan(catalog, "teacher_cache")  # as a later run (e.g. after the dataset grew) would
+    assert len(again.todo) == 0
+    np.testing.assert_array_equal(RowStore.open(catalog.artifact("teacher_cache").path).read_shared("pca_components"), before)
+
+
+def test_weights_file_content_is_part_of_the_fingerprint(tiny_root, tmp_path):
+    weights = tmp_path / "teacher.pth"
+    torch.save(ResNet50().state_dict(), weights)
+    params = {"teacher_cache": SMALL | {"weights": str(weights)}}
+    first = Catalog.load(catalog_for(tmp_path / "a", tiny_root, params=params, stages=True)).artifact("teacher_cache")
+    torch.manual_seed(1)
+    torch.save(ResNet50().state_dict(), weights)  # other weights, same file name
+    second = Catalog.load(catalog_for(tmp_path / "b", tiny_root, params=params, stages=True)).artifact("teacher_cache")
+    assert first.params.weights_sha256 != second.params.weights_sha256
+    assert first.fingerprint != second.fingerprint
+
+
+def test_with_weights_the_stage_reports_the_checkpoint(tiny_root, tmp_path):
+    weights = tmp_path / "moco.pth.tar"
+    state = {f"module.encoder_q.{k}": v for k, v in ResNet50().state_dict().items()}
+    torch.save({"epoch": 800, "state_dict": state}, weights)
+    catalog, summary = _run(tmp_path, tiny_root, pca_channels=8, pca_images=2, weights=str(weights))
+    assert summary.notes[0].startswith(f"{weights}: moco checkpoint, {len(state)} tensors loaded")
+    assert read_meta(catalog.artifact("teacher_cache").path).params["weights_sha256"] == teacher_cache.file_sha256(str(weights))
+
+
+def test_missing_weights_file_is_a_clear_catalog_error(tiny_root, tmp_path):
+    from pipeline.errors import CatalogError
+
+    catalog = Catalog.load(catalog_for(tmp_path, tiny_root, params={"teacher_cache": {"weights": "/nowhere/moco.pth"}}, stages=True))
+    with pytest.raises(CatalogError, match="/nowhere/moco.pth"):
+        catalog.artifact("teacher_cache")
