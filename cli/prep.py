@@ -85,7 +85,7 @@ def _run(stages: list[str], catalog, source, workers: int, dask_address, batch_r
 
     start = time.monotonic()
     failure = None
-    with progress_bar("prep", "keyframe") as bar, progress.listening(update):
+    with progress_bar("prep", "keyframe", parts=(6, "image")) as bar, progress.listening(update):
         try:
             summaries = prep(config)
         except StageFailed as exc:

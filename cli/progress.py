@@ -10,24 +10,30 @@ console = Console(stderr=True)
 
 
 class RateColumn(ProgressColumn):
-    """Items per second (rich's own speed column formats bytes)."""
+    """Items per second (rich's own speed column formats bytes), and optionally the rate of the
+    parts they are made of (a keyframe is six camera images)."""
 
-    def __init__(self, unit: str) -> None:
+    def __init__(self, unit: str, parts: tuple[int, str] | None = None) -> None:
         super().__init__()
-        self.unit = unit
+        self.unit, self.parts = unit, parts
 
     def render(self, task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text(f"{speed:.2f} {self.unit}/s" if speed else f"- {self.unit}/s", style="progress.data.speed")
+        if not speed:
+            return Text(f"- {self.unit}/s", style="progress.data.speed")
+        text = f"{speed:.2f} {self.unit}/s"
+        if self.parts:
+            text += f" ({speed * self.parts[0]:.1f} {self.parts[1]}/s)"
+        return Text(text, style="progress.data.speed")
 
 
-def progress_bar(label: str, unit: str) -> Progress:
+def progress_bar(label: str, unit: str, parts: tuple[int, str] | None = None) -> Progress:
     """The progress bar every long-running command shows: count, rate and ETA."""
     return Progress(
         TextColumn(f"[bold]{label}[/] {{task.description}}"),
         BarColumn(),
         MofNCompleteColumn(),
-        RateColumn(unit),
+        RateColumn(unit, parts),
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
