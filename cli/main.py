@@ -52,10 +52,11 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from cli import catalog, data, prep
+    from cli import catalog, data, prep, train
 
     app.add_typer(data.app, name="data")
     app.add_typer(prep.app, name="prep")
+    app.add_typer(train.app, name="train")
     app.add_typer(catalog.app, name="catalog")
 
 

@@ -79,7 +79,7 @@ def tiny_copy(tiny_root: Path, tmp_path: Path) -> Path:
 STAGE_ARTIFACTS = {
     "superpixels": {"stage": "superpixels", "inputs": ["index"]},
     "correspondences": {"stage": "correspondences", "inputs": ["index"]},
-    "depth_targets": {"stage": "depth_targets", "inputs": ["correspondences"], "params": {"input_size": [112, 208], "stride": 4}},
+    "depth_targets": {"stage": "depth_targets", "inputs": ["correspondences"], "params": {"input_size": [64, 112], "stride": 4}},
     "teacher_cache": {"stage": "teacher_cache", "inputs": ["index"], "params": {"input_size": [64, 112], "pca_channels": 16, "pca_images": 4}},
 }
 
@@ -107,3 +107,17 @@ def tree_digest(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+@pytest.fixture(scope="session")
+def tiny_stores(tiny_root, tmp_path_factory):
+    """A catalog over the tiny dataset with every preprocessing store built (in-process)."""
+    from pipeline.catalog import Catalog
+    from pipeline.runner import run_local
+    from pipeline.stages import PREP_STAGES
+
+    catalog = Catalog.load(catalog_for(tmp_path_factory.mktemp("stores"), tiny_root, stages=True))
+    for name in PREP_STAGES:
+        summary = run_local(catalog, name)
+        assert summary.complete, summary.failed
+    return catalog

@@ -169,9 +169,9 @@ def test_depth_targets_are_the_minimum_over_pairings(built):
     record = index.record(1)
     grid = depth_store.read("depth", depth_store.row_of(record["token"]))
     _, cams = correspondences.read(corr, corr.row_of(record["token"]))
-    assert grid.dtype == np.float16 and grid.shape == (6, 28, 52)
+    assert grid.dtype == np.float16 and grid.shape == (6, 16, 28)
     for c, (_, uv, d) in enumerate(cams):
-        cells = np.floor((uv.astype(np.float64) + 0.5) * np.array([208 / 320, 112 / 180]) / 4).astype(int)
+        cells = np.floor((uv.astype(np.float64) + 0.5) * np.array([112 / 320, 64 / 180]) / 4).astype(int)
         for (cu, cv), value in zip(cells[:50], d[:50]):
             assert grid[c, cv, cu] <= np.float16(value)
         assert (grid[c] > 0).sum() == len({tuple(x) for x in cells})

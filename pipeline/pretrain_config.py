@@ -1,0 +1,104 @@
+"""The typed configuration of ``hvd train pretrain``: loaded from YAML (unknown keys are errors),
+overridden by a few CLI options, saved next to every run and inside every checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.config_file import describe_validation_error, read_yaml
+from pipeline.errors import HvdError
+from pipeline.pretrain_data import DataConfig
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LossSettings(_Config):
+    """Which losses train and their weights (METHOD.md section 6); IPV only is SLidR, PPKT only is
+    PPKT, IPV + BEV + depth is HVDistill as published."""
+
+    ipv: bool = True
+    bev: bool = True
+    depth: bool = True
+    ppkt: bool = False
+    ipv_weight: float = 1.0
+    bev_weight: float = 0.25
+    depth_weight: float = 60.0
+    ppkt_weight: float = 1.0
+    temperature: float = 0.07
+    bev_matches: int = 4096
+    ppkt_pairs: int = 4096
+
+
+class OptimConfig(_Config):
+    """SGD with a cosine schedule stepped per epoch (METHOD.md section 7)."""
+
+    lr: float = 0.5
+    momentum: float = 0.9
+    dampening: float = 0.1
+    weight_decay: float = 1e-4
+    epochs: int = Field(50, ge=1)
+
+
+class RunConfig(_Config):
+    out_dir: str = "runs/pretrain"
+    seed: int = 0
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps (demo, tests)")
+    checkpoint_every: int = Field(200, ge=1)
+    log_every: int = Field(1, ge=1)
+    amp: bool = True  # float16 autocast on a GPU (the depth loss stays float32); ignored on the CPU
+
+
+class PretrainConfig(_Config):
+    data: DataConfig = DataConfig()
+    losses: LossSettings = LossSettings()
+    optim: OptimConfig = OptimConfig()
+    run: RunConfig = RunConfig()
+
+
+PRESETS: dict[str, dict] = {
+    # the synthetic demo: a few minutes on a laptop CPU
+    "demo": {
+        "data": {"source": "synth-demo", "batch_size": 2, "num_workers": 1},
+        "optim": {"lr": 0.05, "epochs": 2},
+        "run": {"out_dir": "runs/pretrain-demo", "max_steps": 40, "checkpoint_every": 20},
+    },
+    # the paper's setting: 4 GPUs x 4 examples, 50 epochs
+    "nuscenes": {
+        "data": {"source": "nuscenes", "batch_size": 4, "num_workers": 6},
+        "optim": {"lr": 0.5, "epochs": 50},
+        "run": {"out_dir": "runs/pretrain-nuscenes", "checkpoint_every": 1000, "log_every": 20},
+    },
+}
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def build(preset: str | None = None, path: Path | None = None, overrides: dict | None = None) -> PretrainConfig:
+    """preset, then the YAML file, then CLI overrides (each level replaces what it names)."""
+    data: dict = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise HvdError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+        data = _merge(data, PRESETS[preset])
+    if path is not None:
+        data = _merge(data, read_yaml(Path(path), HvdError) or {})
+    data = _merge(data, overrides or {})
+    try:
+        return PretrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise HvdError(describe_validation_error(exc, PretrainConfig, str(path or f"preset {preset}"))) from None
+
+
+def save(config: PretrainConfig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

@@ -1,0 +1,235 @@
+"""``hvd train pretrain``: the student and the teacher heads trained from the stores with the IPV,
+BEV and depth losses (METHOD.md sections 5-7). One loop, readable top to bottom.
+
+Runs alone or under ``torchrun`` (one process per GPU, or CPU processes with gloo): DDP averages
+gradients; on GPUs the BatchNorms are synchronised (torch has no synchronised BatchNorm on the CPU,
+where DDP broadcasts the BatchNorm statistics of rank 0 instead). Checkpoints hold the student, the
+heads, the optimiser, the scheduler, the position in the data and the random states, so ``--resume``
+continues exactly where a run stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from models import frustum
+from models.losses import LossConfig, bev_loss, depth_loss, ipv_loss, ppkt_loss, total
+from models.student import Student, sparse_input
+from models.teacher_heads import TeacherHeads, camera_vector
+from pipeline import pretrain_config
+from pipeline.pretrain_config import PretrainConfig
+from pipeline.pretrain_data import PretrainDataset, Stores, collate, open_stores
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class PretrainNet(nn.Module):
+    """Student + teacher heads; ``forward`` returns the enabled losses of a batch (so DDP sees one
+    forward per step)."""
+
+    def __init__(self, losses: LossConfig, out_hw: tuple[int, int], stride: int, pca: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        super().__init__()
+        self.student = Student()
+        self.heads = TeacherHeads()
+        self.losses, self.out_hw, self.stride = losses, out_hw, stride
+        if pca is not None:
+            self.register_buffer("pca_mean", pca[0], persistent=False)
+            self.register_buffer("pca_components", pca[1], persistent=False)
+
+    def forward(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        device = next(self.parameters()).device
+        out = self.student(sparse_input(batch["coords"], [f.to(device) for f in batch["feats"]]))  # coords follow the feats
+        point_features = out.voxel_features[batch["inverse"].to(device)]
+        pca = (self.pca_mean, self.pca_components) if hasattr(self, "pca_mean") else None
+        with torch.no_grad():
+            cells = frustum.frustum_cells(self.out_hw, self.stride, batch["img_aug"], batch["intrinsics"], batch["cam_to_lidar"]).to(device)
+        camera = camera_vector(batch["intrinsics"], batch["img_aug"], batch["cam_to_ego"]).float().to(device)
+        heads = self.heads(batch["features"].to(device), camera, cells, batch["image_batch"].to(device), batch["size"], pca=pca)
+        pairs = (batch["pair_point"].to(device), batch["pair_image"].to(device), batch["pair_pixel"].to(device))
+        losses: dict[str, torch.Tensor] = {}
+        if self.losses.ipv:
+            losses["ipv"] = ipv_loss(point_features, heads.pixel_features, batch["superpixels"].to(device), batch["sp_count"].to(device), *pairs, temperature=self.losses.temperature)
+        if self.losses.bev:
+            index = out.bev_index
+            seen = heads.bev[index[:, 0], :, index[:, 1], index[:, 2]].norm(dim=1) > 0  # cells some frustum reaches
+            losses["bev"] = bev_loss(index[seen], out.bev_features[seen], heads.bev, max_matches=self.losses.bev_matches, generator=generator, temperature=self.losses.temperature)
+        if self.losses.depth:
+            losses["depth"] = depth_loss(heads.depth_probs, batch["depth_target"].to(device))
+        if self.losses.ppkt:
+            losses["ppkt"] = ppkt_loss(point_features, heads.pixel_features, *pairs, n_pairs=self.losses.ppkt_pairs, generator=generator, temperature=self.losses.temperature)
+        return losses
+
+
+def loss_config(settings) -> LossConfig:
+    return LossConfig(**settings.model_dump())
+
+
+def _rank() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _setup_distributed() -> torch.device:
+    if "RANK" in os.environ and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _order(n: int, seed: int, epoch: int, rank: int, world: int, batch_size: int) -> list[list[int]]:
+    """This rank's batches of one epoch: a seeded shuffle, split evenly between ranks."""
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    per_rank = len(perm) // world
+    mine = perm[rank * per_rank : (rank + 1) * per_rank].tolist()
+    return [mine[i : i + batch_size] for i in range(0, len(mine) - batch_size + 1, batch_size)]
+
+
+def train(
+    config: PretrainConfig,
+    *,
+    catalog,
+    resume: bool = False,
+    on_step: Callable[[int, int, dict], None] | None = None,
+) -> dict:
+    """Train; return {"steps", "first": losses of step 1, "last": losses of the last step, "out_dir"}."""
+    device = _setup_distributed()
+    rank, world = _rank()
+    run_dir = Path(config.run.out_dir)
+    stores: Stores = open_stores(catalog, config.data.source)
+    dataset = PretrainDataset(stores, config.data, seed=config.run.seed)
+    teacher = stores.artifacts["teacher_cache"].params
+    pca = None
+    if teacher.pca_channels:
+        tc = stores.open()["teacher_cache"]
+        pca = (torch.from_numpy(tc.read_shared("pca_mean")), torch.from_numpy(tc.read_shared("pca_components")))
+
+    torch.manual_seed(config.run.seed)
+    losses = loss_config(config.losses)
+    net = PretrainNet(losses, tuple(teacher.input_size), teacher.output_stride, pca).to(device)
+    if world > 1 and device.type == "cuda":
+        from models.minkowski import ME
+
+        net = ME.MinkowskiSyncBatchNorm.convert_sync_batchnorm(net)
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    model = nn.parallel.DistributedDataParallel(net, find_unused_parameters=True) if world > 1 else net
+    optimiser = torch.optim.SGD(model.parameters(), lr=config.optim.lr, momentum=config.optim.momentum, dampening=config.optim.dampening, weight_decay=config.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.optim.epochs)
+    scaler = torch.amp.GradScaler("cuda", enabled=config.run.amp and device.type == "cuda")
+    batches_per_epoch = len(_order(len(dataset), 0, 0, rank, world, config.data.batch_size))
+    total_steps = config.optim.epochs * batches_per_epoch
+    if config.run.max_steps:
+        total_steps = min(total_steps, config.run.max_steps)
+
+    step, epoch, done_in_epoch = 0, 0, 0
+    if resume and (run_dir / CHECKPOINT).exists():
+        state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+        net.student.load_state_dict(state["student"])
+        net.heads.load_state_dict(state["heads"])
+        optimiser.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        step, epoch, done_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        _set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])
+    elif rank == 0:
+        pretrain_config.save(config, run_dir / "config.yaml")
+
+    writer = None
+    if rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tensorboard"))
+    first: dict | None = None
+    last: dict = {}
+    while step < total_steps and epoch < config.optim.epochs:
+        dataset.set_epoch(epoch)
+        batches = _order(len(dataset), config.run.seed, epoch, rank, world, config.data.batch_size)[done_in_epoch:]
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=config.data.num_workers, persistent_workers=False)
+        model.train()
+        for batch in loader:
+            start = time.perf_counter()
+            generator = torch.Generator(device=device).manual_seed(config.run.seed * 1_000_003 + step * 97 + rank)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
+                parts = model(batch, generator)
+                loss = total(parts, losses)
+            optimiser.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimiser)
+            scaler.update()
+            step, done_in_epoch = step + 1, done_in_epoch + 1
+            metrics = {k: float(v.detach()) for k, v in parts.items()} | {"total": float(loss.detach())}
+            metrics["examples_per_s"] = batch["size"] * world / (time.perf_counter() - start)
+            first = first or metrics
+            last = metrics
+            if writer and step % config.run.log_every == 0:
+                for key, value in metrics.items():
+                    writer.add_scalar(f"pretrain/{key}", value, step)
+                writer.add_scalar("pretrain/lr", optimiser.param_groups[0]["lr"], step)
+            if on_step and rank == 0:
+                on_step(step, total_steps, metrics)
+            if step % config.run.checkpoint_every == 0 or step == total_steps:
+                _checkpoint(run_dir, net, optimiser, scheduler, scaler, config, step, epoch, done_in_epoch)
+            if step >= total_steps:
+                break
+        else:  # the epoch is over: the cosine schedule steps per epoch
+            epoch, done_in_epoch = epoch + 1, 0
+            scheduler.step()
+    if writer:
+        writer.close()
+    return {"steps": step, "first": first, "last": last, "out_dir": str(run_dir)}
+
+
+def _checkpoint(run_dir: Path, net: PretrainNet, optimiser, scheduler, scaler, config: PretrainConfig, step: int, epoch: int, done_in_epoch: int) -> None:
+    """Every rank's random state, gathered to rank 0, which writes the file atomically."""
+    rank, world = _rank()
+    states = [None] * world
+    if world > 1:
+        torch.distributed.all_gather_object(states, _rng_state())
+    else:
+        states = [_rng_state()]
+    if rank != 0:
+        return
+    state = {
+        "student": net.student.state_dict(),
+        "heads": net.heads.state_dict(),
+        "optimizer": optimiser.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "step": step,
+        "epoch": epoch,
+        "batch_in_epoch": done_in_epoch,
+        "rng": states,
+        "config": config.model_dump(mode="json"),
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / f".{CHECKPOINT}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, run_dir / CHECKPOINT)
+
