@@ -20,6 +20,7 @@ demo: $(READY)
 	$(HVD) data synth --out $(DEMO) --preset demo
 	$(HVD) prep all --source synth-demo
 	$(HVD) catalog show
+	$(HVD) train pretrain --preset demo
 
 ## make test: the test suite
 test: $(READY)

@@ -33,6 +33,7 @@ class DataConfig(BaseModel):
     catalog: str = "data_catalog.yaml"
     source: str | None = None
     split: str = "train"
+    max_examples: int | None = Field(None, ge=1, description="use only the split's first N keyframes (overfitting checks)")
     batch_size: int = Field(4, ge=1)
     num_workers: int = Field(2, ge=0)
     augment: AugmentConfig = AugmentConfig()
@@ -85,7 +86,7 @@ class PretrainDataset(torch.utils.data.Dataset):
 
     def __init__(self, stores: Stores, config: DataConfig, *, seed: int = 0) -> None:
         self.stores = stores
-        self.rows = stores.index.rows(config.split)
+        self.rows = stores.index.rows(config.split)[: config.max_examples]
         if not len(self.rows):
             raise StoreError(f"split {config.split!r} of the index has no keyframes")
         self.augment = config.augment

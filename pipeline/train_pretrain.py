@@ -10,6 +10,8 @@ continues exactly where a run stopped.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import time
@@ -175,12 +177,19 @@ def train(
         model.train()
         for batch in loader:
             start = time.perf_counter()
-            generator = torch.Generator(device=device).manual_seed(config.run.seed * 1_000_003 + step * 97 + rank)
+            # every random draw of a step (dropout, sampled matches) comes from (seed, step, rank): a
+            # resumed run repeats it exactly, whatever the data loading consumed in between
+            step_seed = config.run.seed * 1_000_003 + step * 97 + rank
+            torch.manual_seed(step_seed)
+            generator = torch.Generator(device=device).manual_seed(step_seed)
             with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
                 parts = model(batch, generator)
                 loss = total(parts, losses)
             optimiser.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            if config.optim.clip_grad_norm:
+                scaler.unscale_(optimiser)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.clip_grad_norm)
             scaler.step(optimiser)
             scaler.update()
             step, done_in_epoch = step + 1, done_in_epoch + 1
@@ -203,7 +212,26 @@ def train(
             scheduler.step()
     if writer:
         writer.close()
-    return {"steps": step, "first": first, "last": last, "out_dir": str(run_dir)}
+    result = {"steps": step, "first": first, "last": last, "out_dir": str(run_dir), "rank_checksums": _rank_checksums(net)}
+    if rank == 0:
+        (run_dir / "summary.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _rank_checksums(net: nn.Module) -> list[str]:
+    """A digest of the parameters on every rank: DDP must keep them identical. (BatchNorm running
+    statistics are not parameters: on the CPU each rank updates its own after rank 0's are broadcast
+    at every forward, and checkpoints hold rank 0's.)"""
+    digest = hashlib.sha256()
+    for _, tensor in sorted(net.named_parameters()):
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    mine = digest.hexdigest()
+    rank, world = _rank()
+    if world == 1:
+        return [mine]
+    gathered = [None] * world
+    torch.distributed.all_gather_object(gathered, mine)
+    return gathered
 
 
 def _checkpoint(run_dir: Path, net: PretrainNet, optimiser, scheduler, scaler, config: PretrainConfig, step: int, epoch: int, done_in_epoch: int) -> None:
