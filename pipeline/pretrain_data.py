@@ -128,7 +128,7 @@ class PretrainDataset(torch.utils.data.Dataset):
         sp_store, tc_store = stores["superpixels"], stores["teacher_cache"]
         sp_row, tc_row = sp_store.row_of(record["token"]), tc_store.row_of(record["token"])
         labels, features = sp_store.read("labels", sp_row), None
-        out = {k: [] for k in ("img_aug", "pair_point", "pair_cam", "pair_uv", "pair_depth", "features", "superpixels", "sp_count", "depth_target")}
+        out = {k: [] for k in ("img_aug", "pair_point", "pair_cam", "pair_uv", "pair_pixel", "pair_depth", "features", "superpixels", "sp_count", "depth_target")}
         for c, (idx, uv, depth) in enumerate(cams):
             alive = keep[idx]
             idx, uv, depth = new_index[idx[alive]], uv[alive].astype(np.float64), depth[alive]
@@ -144,6 +144,7 @@ class PretrainDataset(torch.utils.data.Dataset):
             out["pair_point"].append(idx[ok])
             out["pair_cam"].append(np.full(ok.sum(), c))
             out["pair_uv"].append(uv_aug[ok])
+            out["pair_pixel"].append(np.round(uv_aug[ok][:, ::-1]).astype(np.int64))  # (row, col), rounded in float64
             out["pair_depth"].append(depth[ok])
             out["features"].append(augment.resample_features(feats, grid))
             out["superpixels"].append(sp)
@@ -163,6 +164,7 @@ class PretrainDataset(torch.utils.data.Dataset):
             "pair_point": np.concatenate(out["pair_point"]).astype(np.int64),
             "pair_cam": np.concatenate(out["pair_cam"]).astype(np.int64),
             "pair_uv": np.concatenate(out["pair_uv"]).astype(np.float32),
+            "pair_pixel": np.concatenate(out["pair_pixel"]),
             "pair_depth": np.concatenate(out["pair_depth"]).astype(np.float32),
             "features": np.stack(out["features"]),
             "superpixels": np.stack(out["superpixels"]),
@@ -188,8 +190,7 @@ def collate(examples: list[dict]) -> dict:
     batch["points"] = torch.from_numpy(np.concatenate([e["points"] for e in examples]))
     batch["pair_point"] = torch.from_numpy(np.concatenate([e["pair_point"] + point_offsets[b] for b, e in enumerate(examples)]))
     batch["pair_image"] = torch.from_numpy(np.concatenate([e["pair_cam"] + N_CAMERAS * b for b, e in enumerate(examples)]))
-    uv = np.concatenate([e["pair_uv"] for e in examples])
-    batch["pair_pixel"] = torch.from_numpy(np.round(uv[:, ::-1]).astype(np.int64))  # (row, col)
+    batch["pair_pixel"] = torch.from_numpy(np.concatenate([e["pair_pixel"] for e in examples]))  # (row, col)
     batch["pair_depth"] = torch.from_numpy(np.concatenate([e["pair_depth"] for e in examples]))
     for key in ("features", "superpixels", "sp_count", "depth_target", "img_aug", "intrinsics", "cam_to_ego", "cam_to_lidar"):
         batch[key] = torch.from_numpy(np.concatenate([np.asarray(e[key]) for e in examples]))

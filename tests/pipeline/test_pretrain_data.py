@@ -44,6 +44,11 @@ def test_augmented_examples_are_reproducible(tiny_stores):
     c = dataset[1]
     assert not np.array_equal(a["img_aug"], c["img_aug"])  # a new epoch, new augmentations
     assert not np.allclose(a["lidar_aug"], np.eye(4))
+    for epoch in range(3):  # every pairing's pixel (rounded in float64) lies in its augmented image
+        dataset.set_epoch(epoch)
+        for i in range(len(dataset)):
+            pixel = dataset[i]["pair_pixel"]
+            assert pixel.min() >= 0 and pixel[:, 0].max() < 64 and pixel[:, 1].max() < 112
 
 
 def test_collate_offsets_pairings_into_the_batch(tiny_stores):
