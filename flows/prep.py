@@ -15,7 +15,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import asdict
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.futures import as_completed
 from prefect_dask import DaskTaskRunner
@@ -70,6 +70,12 @@ def _stage_flow(stage: str):
 STAGE_FLOWS = {stage: _stage_flow(stage) for stage in STAGE_ORDER}
 
 
+def summary_line(s: dict) -> str:
+    """One line per stage: what was computed, skipped and failed (logged to the flow run)."""
+    state = "complete" if s["complete"] else "incomplete"
+    return f"{s['artifact']}: {s['computed']} computed, {s['skipped']} already done, {len(s['failed'])} failed of {s['total']} keyframes -> {s['path']} ({state})"
+
+
 @contextmanager
 def dask_cluster(config: DaskConfig):
     """(scheduler address, workers): the configured scheduler, or a LocalCluster for this run."""
@@ -93,16 +99,43 @@ def dask_cluster(config: DaskConfig):
         yield cluster.scheduler_address, workers
 
 
+@contextmanager
+def api_for_workers():
+    """Make Dask workers report task runs to the Prefect API this process uses.
+
+    Each task carries the driver's Prefect settings to its worker. Without ``PREFECT_API_URL`` the
+    driver talks to a temporary server of its own, which those settings do not name, so every
+    worker process started another temporary server (slow, and its task runs were invisible): name
+    the driver's server instead. On other machines it is unreachable (it listens on 127.0.0.1), so
+    a real cluster sets ``PREFECT_API_URL`` to a server the workers can reach.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        url = str(client.api_url).rstrip("/")
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield
+
+
 @flow(name="prep", validate_parameters=True)
 def prep(config: PrepConfig) -> list[dict]:
     """Run the configured stages in dependency order on one Dask cluster."""
     unknown = [s for s in config.stages if s not in STAGE_FLOWS]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; known: {list(STAGE_FLOWS)}")
+    # resolved here, on the driver: workers get absolute paths only (they may run elsewhere)
+    config = config.model_copy(update={"catalog": str(Catalog.load(config.catalog).path)})
     stages = [s for s in STAGE_ORDER if s in config.stages]
+    logger = get_run_logger()
     summaries: list[dict] = []
     failed: list[Summary] = []
-    with dask_cluster(config.dask) as (address, workers):
+    with api_for_workers(), dask_cluster(config.dask) as (address, workers):
+        done = 0
         for stage in stages:
             stage_flow = STAGE_FLOWS[stage].with_options(task_runner=DaskTaskRunner(address=address))
             state = stage_flow(config, workers, return_state=True)
@@ -114,6 +147,9 @@ def prep(config: PrepConfig) -> list[dict]:
                 raise outcome
             else:
                 summaries.append(outcome)
+            for summary in summaries[done:]:
+                logger.info(summary_line(summary))
+            done = len(summaries)
     if failed:
         raise StageFailed(failed)
     return summaries
