@@ -52,12 +52,13 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from cli import catalog, data, prep, train
+    from cli import catalog, data, deploy, prep, train
 
     app.add_typer(data.app, name="data")
     app.add_typer(prep.app, name="prep")
     app.add_typer(train.app, name="train")
     app.add_typer(catalog.app, name="catalog")
+    app.command(name="deploy")(deploy.deploy)
 
 
 _register()
