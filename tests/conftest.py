@@ -109,6 +109,33 @@ def tree_digest(root: Path) -> dict[str, str]:
     }
 
 
+def store_arrays(path: str) -> dict:
+    """Every array of a row store, read in full (``shared/`` arrays under ``shared/NAME``)."""
+    from pipeline.rowstore import SHARED, RowStore
+
+    store = RowStore.open(path)
+    arrays = {name: store.group[name][:] for name in store.group.array_keys()}
+    if SHARED in store.group:
+        arrays |= {f"{SHARED}/{name}": store.group[SHARED][name][:] for name in store.group[SHARED].array_keys()}
+    return arrays
+
+
+def assert_same_stores(actual, expected, names) -> None:
+    """The stores of artifacts ``names`` hold the same arrays, bit for bit, in two catalogs (or
+    the same catalog's paths vs. another's), and both are complete."""
+    import numpy as np
+
+    from pipeline.stores import read_meta
+
+    for name in names:
+        got, want = store_arrays(actual.artifact(name).path), store_arrays(expected.artifact(name).path)
+        assert got.keys() == want.keys(), name
+        for key in want:
+            assert got[key].dtype == want[key].dtype, f"{name}/{key}"
+            np.testing.assert_array_equal(got[key], want[key], err_msg=f"{name}/{key}")
+        assert read_meta(actual.artifact(name).path).complete, name
+
+
 @pytest.fixture(scope="session")
 def tiny_stores(tiny_root, tmp_path_factory):
     """A catalog over the tiny dataset with every preprocessing store built (in-process)."""

@@ -10,13 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.catalog import Catalog
-from pipeline.rowstore import RowStore
 from pipeline.runner import run_local
 from pipeline.stores import read_meta
-from tests.conftest import catalog_for
+from tests.conftest import assert_same_stores, catalog_for
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ("superpixels", "correspondences", "depth_targets")
@@ -28,11 +25,6 @@ def _hvd(*args: str) -> list[str]:
 
 def _env() -> dict:
     return {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
-
-
-def _arrays(path: str) -> dict[str, np.ndarray]:
-    store = RowStore.open(path)
-    return {name: store.group[name][:] for name in store.group.array_keys()}
 
 
 def _done_rows(path: str) -> int:
@@ -63,12 +55,7 @@ def test_killed_prep_all_resumes_to_the_same_stores(tiny_root, tiny_copy, tmp_pa
     again = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert "already done" in again.stderr
-    for name in STAGES:
-        resumed, expected = _arrays(catalog.artifact(name).path), _arrays(reference.artifact(name).path)
-        assert resumed.keys() == expected.keys()
-        for key in expected:
-            np.testing.assert_array_equal(resumed[key], expected[key], err_msg=f"{name}/{key}")
-        assert read_meta(catalog.artifact(name).path).complete
+    assert_same_stores(catalog, reference, STAGES)
 
     shown = subprocess.run(_hvd("catalog", "show", "--catalog", str(catalog.path)), cwd=REPO, env=_env(), capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
