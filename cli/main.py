@@ -59,6 +59,9 @@ def _register() -> None:
     app.add_typer(train.app, name="train")
     app.add_typer(catalog.app, name="catalog")
     app.command(name="deploy")(deploy.deploy)
+    from cli.eval import eval_command
+
+    app.command("eval")(eval_command)
 
 
 _register()

@@ -97,3 +97,33 @@ def describe_validation_error(exc: ValidationError, model: type[BaseModel], wher
     if len(lines) == 1:
         return f"{where}: {lines[0]}"
     return f"{where}:\n" + "\n".join(f"  - {line}" for line in lines)
+
+
+def merge(base: dict, override: dict) -> dict:
+    """``base`` with ``override`` applied: nested mappings merge, anything else replaces."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def build_config(model: type[BaseModel], presets: dict[str, dict], preset: str | None = None, path: Path | None = None, overrides: dict | None = None):
+    """A run config: the preset, then the YAML file, then command-line overrides (each level replaces
+    what it names); any problem is a ``HvdError`` naming the file or preset and the key at fault."""
+    data: dict = {}
+    if preset is not None:
+        if preset not in presets:
+            raise HvdError(f"unknown preset {preset!r}; choose one of: {', '.join(presets)}")
+        data = merge(data, presets[preset])
+    if path is not None:
+        data = merge(data, read_yaml(Path(path), HvdError) or {})
+    data = merge(data, overrides or {})
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise HvdError(describe_validation_error(exc, model, str(path or f"preset {preset}"))) from None
+
+
+def save_config(config: BaseModel, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.config_file import describe_validation_error, read_yaml
-from pipeline.errors import HvdError
+from pipeline.config_file import build_config, save_config
 from pipeline.pretrain_data import DataConfig
 
 
@@ -79,29 +77,10 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def _merge(base: dict, override: dict) -> dict:
-    out = dict(base)
-    for key, value in override.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def build(preset: str | None = None, path: Path | None = None, overrides: dict | None = None) -> PretrainConfig:
     """preset, then the YAML file, then CLI overrides (each level replaces what it names)."""
-    data: dict = {}
-    if preset is not None:
-        if preset not in PRESETS:
-            raise HvdError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-        data = _merge(data, PRESETS[preset])
-    if path is not None:
-        data = _merge(data, read_yaml(Path(path), HvdError) or {})
-    data = _merge(data, overrides or {})
-    try:
-        return PretrainConfig.model_validate(data)
-    except ValidationError as exc:
-        raise HvdError(describe_validation_error(exc, PretrainConfig, str(path or f"preset {preset}"))) from None
+    return build_config(PretrainConfig, PRESETS, preset, path, overrides)
 
 
 def save(config: PretrainConfig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    save_config(config, path)

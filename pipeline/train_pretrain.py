@@ -10,15 +10,11 @@ continues exactly where a run stopped.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import random
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -29,8 +25,18 @@ from models.teacher_heads import TeacherHeads, camera_vector
 from pipeline import pretrain_config
 from pipeline.pretrain_config import PretrainConfig
 from pipeline.pretrain_data import PretrainDataset, Stores, collate, open_stores
+from pipeline.training import (
+    CHECKPOINT,
+    batch_order,
+    gathered_rng_states,
+    rank_checksums,
+    rank_world,
+    restore_rng,
+    save_checkpoint,
+    setup_distributed,
+    step_seed,
+)
 
-CHECKPOINT = "checkpoint.pt"
 
 
 class PretrainNet(nn.Module):
@@ -74,46 +80,6 @@ def loss_config(settings) -> LossConfig:
     return LossConfig(**settings.model_dump())
 
 
-def _rank() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _setup_distributed() -> torch.device:
-    if "RANK" in os.environ and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
-    return torch.device("cpu")
-
-
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _order(n: int, seed: int, epoch: int, rank: int, world: int, batch_size: int) -> list[list[int]]:
-    """This rank's batches of one epoch: a seeded shuffle, split evenly between ranks."""
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
-    per_rank = len(perm) // world
-    mine = perm[rank * per_rank : (rank + 1) * per_rank].tolist()
-    return [mine[i : i + batch_size] for i in range(0, len(mine) - batch_size + 1, batch_size)]
-
-
 def train(
     config: PretrainConfig,
     *,
@@ -122,8 +88,8 @@ def train(
     on_step: Callable[[int, int, dict], None] | None = None,
 ) -> dict:
     """Train; return {"steps", "first": losses of step 1, "last": losses of the last step, "out_dir"}."""
-    device = _setup_distributed()
-    rank, world = _rank()
+    device = setup_distributed()
+    rank, world = rank_world()
     run_dir = Path(config.run.out_dir)
     stores: Stores = open_stores(catalog, config.data.source)
     dataset = PretrainDataset(stores, config.data, seed=config.run.seed)
@@ -145,7 +111,7 @@ def train(
     optimiser = torch.optim.SGD(model.parameters(), lr=config.optim.lr, momentum=config.optim.momentum, dampening=config.optim.dampening, weight_decay=config.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.optim.epochs)
     scaler = torch.amp.GradScaler("cuda", enabled=config.run.amp and device.type == "cuda")
-    batches_per_epoch = len(_order(len(dataset), 0, 0, rank, world, config.data.batch_size))
+    batches_per_epoch = len(batch_order(len(dataset), 0, 0, rank, world, config.data.batch_size))
     total_steps = config.optim.epochs * batches_per_epoch
     if config.run.max_steps:
         total_steps = min(total_steps, config.run.max_steps)
@@ -159,7 +125,7 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         step, epoch, done_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-        _set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])
+        restore_rng(state["rng"], rank)
     elif rank == 0:
         pretrain_config.save(config, run_dir / "config.yaml")
 
@@ -172,16 +138,14 @@ def train(
     last: dict = {}
     while step < total_steps and epoch < config.optim.epochs:
         dataset.set_epoch(epoch)
-        batches = _order(len(dataset), config.run.seed, epoch, rank, world, config.data.batch_size)[done_in_epoch:]
+        batches = batch_order(len(dataset), config.run.seed, epoch, rank, world, config.data.batch_size)[done_in_epoch:]
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=config.data.num_workers, persistent_workers=False)
         model.train()
         for batch in loader:
             start = time.perf_counter()
-            # every random draw of a step (dropout, sampled matches) comes from (seed, step, rank): a
-            # resumed run repeats it exactly, whatever the data loading consumed in between
-            step_seed = config.run.seed * 1_000_003 + step * 97 + rank
-            torch.manual_seed(step_seed)
-            generator = torch.Generator(device=device).manual_seed(step_seed)
+            seed = step_seed(config.run.seed, step, rank)  # dropout, sampled matches
+            torch.manual_seed(seed)
+            generator = torch.Generator(device=device).manual_seed(seed)
             with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
                 parts = model(batch, generator)
                 loss = total(parts, losses)
@@ -212,37 +176,16 @@ def train(
             scheduler.step()
     if writer:
         writer.close()
-    result = {"steps": step, "first": first, "last": last, "out_dir": str(run_dir), "rank_checksums": _rank_checksums(net)}
+    result = {"steps": step, "first": first, "last": last, "out_dir": str(run_dir), "rank_checksums": rank_checksums(net)}
     if rank == 0:
         (run_dir / "summary.json").write_text(json.dumps(result, indent=1))
     return result
 
 
-def _rank_checksums(net: nn.Module) -> list[str]:
-    """A digest of the parameters on every rank: DDP must keep them identical. (BatchNorm running
-    statistics are not parameters: on the CPU each rank updates its own after rank 0's are broadcast
-    at every forward, and checkpoints hold rank 0's.)"""
-    digest = hashlib.sha256()
-    for _, tensor in sorted(net.named_parameters()):
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    mine = digest.hexdigest()
-    rank, world = _rank()
-    if world == 1:
-        return [mine]
-    gathered = [None] * world
-    torch.distributed.all_gather_object(gathered, mine)
-    return gathered
-
-
 def _checkpoint(run_dir: Path, net: PretrainNet, optimiser, scheduler, scaler, config: PretrainConfig, step: int, epoch: int, done_in_epoch: int) -> None:
     """Every rank's random state, gathered to rank 0, which writes the file atomically."""
-    rank, world = _rank()
-    states = [None] * world
-    if world > 1:
-        torch.distributed.all_gather_object(states, _rng_state())
-    else:
-        states = [_rng_state()]
-    if rank != 0:
+    states = gathered_rng_states()
+    if rank_world()[0] != 0:
         return
     state = {
         "student": net.student.state_dict(),
@@ -256,8 +199,5 @@ def _checkpoint(run_dir: Path, net: PretrainNet, optimiser, scheduler, scaler, c
         "rng": states,
         "config": config.model_dump(mode="json"),
     }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".{CHECKPOINT}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, run_dir / CHECKPOINT)
+    save_checkpoint(run_dir, state)
 

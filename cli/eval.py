@@ -1,0 +1,40 @@
+"""``hvd eval``: per-point mIoU of a fine-tuned model on the validation scenes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cli.options import CatalogOption, SourceOption
+from cli.progress import bar_updater, console, progress_bar
+
+
+def eval_command(
+    run: Annotated[Path, typer.Argument(help="An `hvd train finetune` run folder or its checkpoint.pt.", show_default=False)],
+    catalog: CatalogOption = None,
+    source: SourceOption = None,
+    split: Annotated[str, typer.Option("--split", help="val (the official validation scenes) or train.")] = "val",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="JSON file of the report. Default: eval-<split>.json in the run folder.", show_default=False)] = None,
+    max_examples: Annotated[Optional[int], typer.Option("--max-examples", min=1, help="Score only the split's first N keyframes.", show_default=False)] = None,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="DataLoader worker processes.")] = 1,
+) -> None:
+    """Score a fine-tuned model: per-point predictions through the voxel inverse map against the
+    nuScenes-lidarseg labels (16 classes, ignore excluded, no test-time augmentation).
+
+    Prints per-class IoU, mIoU (over the classes present in the split) and accuracy; writes them
+    with the confusion matrix (rows: ground truth, columns: prediction) as JSON.
+    """
+    from pipeline import evaluate, seg_metrics
+    from pipeline.catalog import Catalog
+
+    checkpoint = run / "checkpoint.pt" if run.is_dir() else run
+    net, cfg, _ = evaluate.load_model(checkpoint)
+    cat = Catalog.load(catalog or Path(cfg.data.catalog))
+    with progress_bar("eval", "keyframe") as bar:
+        result = evaluate.evaluate(checkpoint, catalog=cat, source=source, split=split, max_examples=max_examples, num_workers=workers, on_progress=bar_updater(bar, split))
+    console.print(seg_metrics.table(result), highlight=False)
+    path = out or checkpoint.parent / f"eval-{split}.json"
+    evaluate.write(result, path)
+    console.print(f"report: {path}", highlight=False)

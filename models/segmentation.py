@@ -1,0 +1,112 @@
+"""The downstream model (METHOD.md section 8): the MinkUNet34C backbone with a new 1x1 head over the
+16 nuScenes-lidarseg classes, and loading pretrained backbone weights by name and shape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from models.minkowski import ME
+from models.student import MinkUNet34C, conv
+
+N_CLASSES = 16  # nuScenes-lidarseg evaluation classes 1..16; label 0 (ignore) is never predicted
+
+
+class SegmentationNet(nn.Module):
+    """``backbone`` (MinkUNet34C, parameter names as in the pretraining student) + ``head`` (1x1
+    conv 96 -> 16 with bias): per-voxel logits, row i <-> x.C[i]; logit k is class k + 1."""
+
+    def __init__(self, n_classes: int = N_CLASSES, in_channels: int = 1, *, bn_momentum: float = 0.05) -> None:
+        super().__init__()
+        self.backbone = MinkUNet34C(in_channels, bn_momentum=bn_momentum)
+        self.head = conv(MinkUNet34C.out_channels, n_classes, kernel_size=1, bias=True)
+
+    def forward(self, x: ME.SparseTensor, *, frozen_backbone: bool = False) -> torch.Tensor:
+        if frozen_backbone:
+            with torch.no_grad():
+                features = self.backbone(x)
+        else:
+            features = self.backbone(x)
+        return self.head(features).F
+
+
+@dataclass
+class LoadReport:
+    """What loading pretrained weights did, key by key (names of the downstream model)."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # in the model, absent from the checkpoint: kept initialised
+    mismatched: list[str] = field(default_factory=list)  # present with another shape: kept initialised
+    unused: list[str] = field(default_factory=list)  # in the checkpoint, not in the model (e.g. pretraining heads)
+
+    def summary(self) -> str:
+        parts = [f"{len(self.loaded)} tensors loaded from {self.source}"]
+        if self.missing:
+            parts.append(f"{len(self.missing)} not in the checkpoint (initialised): {_prefixes(self.missing)}")
+        if self.mismatched:
+            parts.append(f"{len(self.mismatched)} of another shape (initialised): {', '.join(self.mismatched[:5])}")
+        if self.unused:
+            parts.append(f"{len(self.unused)} checkpoint tensors unused: {_prefixes(self.unused)}")
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "loaded": self.loaded, "missing": self.missing, "mismatched": self.mismatched, "unused": self.unused}
+
+
+def _prefixes(keys: list[str]) -> str:
+    """``backbone.stem.0.kernel, head.bias`` -> ``backbone.stem, head`` (first two name parts)."""
+    seen: dict[str, None] = {}
+    for key in keys:
+        seen[".".join(key.split(".")[:2]) if key.count(".") > 1 else key.split(".")[0]] = None
+    return ", ".join(seen)
+
+
+def pretrained_state(path: Path) -> dict[str, torch.Tensor]:
+    """The weights of a pretraining run, keyed as in ``SegmentationNet``: an ``hvd train pretrain``
+    checkpoint (its ``student``), a dict with a ``model`` / ``state_dict`` entry, or a plain state
+    dict; ``module.`` prefixes (DDP) are dropped, and bare backbone keys get ``backbone.``."""
+    from pipeline.errors import HvdError
+
+    path = Path(path)
+    if not path.is_file():
+        raise HvdError(f"pretrained weights {path} do not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise HvdError(f"cannot read pretrained weights {path}: {exc}") from None
+    for key in ("student", "model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise HvdError(f"{path} holds no state dict (expected an hvd pretraining checkpoint or a state dict)")
+    out = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.")
+        if not key.startswith(("backbone.", "head.", "final_1.", "bev_head.")):
+            key = f"backbone.{key}"
+        out[key] = value
+    return out
+
+
+def load_pretrained(net: nn.Module, path: Path) -> LoadReport:
+    """Copy every checkpoint tensor whose name and shape match a tensor of ``net``; report the rest."""
+    state = pretrained_state(path)
+    own = net.state_dict()
+    report = LoadReport(source=str(path))
+    update = {}
+    for key, value in own.items():
+        if key not in state:
+            report.missing.append(key)
+        elif tuple(state[key].shape) != tuple(value.shape):
+            report.mismatched.append(key)
+        else:
+            update[key] = state[key]
+            report.loaded.append(key)
+    report.unused = [k for k in state if k not in own]
+    net.load_state_dict(update, strict=False)
+    return report

@@ -1,0 +1,91 @@
+"""The typed configuration of ``hvd train finetune``: loaded from YAML (unknown keys are errors),
+overridden by a few CLI options, saved next to every run and inside every checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.config_file import build_config, save_config
+from pipeline.seg_data import SegDataConfig
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSettings(_Config):
+    """``pretrained``: an ``hvd train pretrain`` checkpoint (or a backbone state dict) loaded by name
+    and shape; none trains from scratch. ``linear``: the backbone is frozen (eval mode, no
+    gradients) and only the head trains -- linear probing."""
+
+    pretrained: str | None = None
+    mode: Literal["finetune", "linear"] = "finetune"
+    bn_momentum: float = Field(0.05, gt=0, le=1, description="BatchNorm running-statistics momentum (METHOD.md: 0.05; larger for runs of a few dozen steps)")
+
+
+class FinetuneOptim(_Config):
+    """SGD, cosine schedule stepped per epoch; the head has its own learning rate (METHOD.md section 8)."""
+
+    lr: float = Field(0.02, gt=0)
+    head_lr: float | None = Field(2.0, gt=0, description="learning rate of the new head (null: lr)")
+    momentum: float = 0.9
+    dampening: float = 0.1
+    weight_decay: float = 1e-4
+    epochs: int = Field(100, ge=1)
+    lovasz: bool = True  # cross-entropy + Lovasz-softmax; false: cross-entropy only
+
+
+class FinetuneRun(_Config):
+    out_dir: str = "runs/finetune"
+    seed: int = 0
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps")
+    checkpoint_every: int = Field(200, ge=1)
+    log_every: int = Field(1, ge=1)
+    amp: bool = True  # float16 autocast on a GPU; ignored on the CPU
+
+
+class FinetuneConfig(_Config):
+    data: SegDataConfig = SegDataConfig()
+    model: ModelSettings = ModelSettings()
+    optim: FinetuneOptim = FinetuneOptim()
+    run: FinetuneRun = FinetuneRun()
+
+
+PRESETS: dict[str, dict] = {
+    # the paper's few-label fine-tuning: 1 % of the scenes, batch 16, lr 0.02, head lr 2.0, 100 epochs
+    "nuscenes-1pct": {
+        "data": {"source": "nuscenes", "label_fraction": 0.01, "batch_size": 16, "num_workers": 6},
+        "run": {"out_dir": "runs/finetune-nuscenes-1pct", "checkpoint_every": 500, "log_every": 10},
+    },
+    # linear probing: backbone frozen, every scene, lr 0.05
+    "nuscenes-linear": {
+        "data": {"source": "nuscenes", "label_fraction": 1.0, "batch_size": 16, "num_workers": 6},
+        "model": {"mode": "linear"},
+        "optim": {"lr": 0.05, "head_lr": 0.05, "epochs": 50},
+        "run": {"out_dir": "runs/linear-nuscenes", "checkpoint_every": 1000, "log_every": 20},
+    },
+    # the synthetic demo: minutes on a laptop CPU (lr and head lr scaled down with the batch of 2)
+    "demo": {
+        "data": {"source": "synth-demo", "label_fraction": 0.25, "batch_size": 2, "num_workers": 1},
+        "optim": {"lr": 0.02, "head_lr": 0.2, "epochs": 4},
+        "run": {"out_dir": "runs/finetune-demo", "max_steps": 20, "checkpoint_every": 10},
+    },
+    "demo-linear": {
+        "data": {"source": "synth-demo", "label_fraction": 1.0, "batch_size": 2, "num_workers": 1},
+        "model": {"mode": "linear"},
+        "optim": {"lr": 0.05, "head_lr": 0.05, "epochs": 2},
+        "run": {"out_dir": "runs/linear-demo", "max_steps": 20, "checkpoint_every": 10},
+    },
+}
+
+
+def build(preset: str | None = None, path: Path | None = None, overrides: dict | None = None) -> FinetuneConfig:
+    """preset, then the YAML file, then CLI overrides (each level replaces what it names)."""
+    return build_config(FinetuneConfig, PRESETS, preset, path, overrides)
+
+
+def save(config: FinetuneConfig, path: Path) -> None:
+    save_config(config, path)

@@ -1,0 +1,129 @@
+"""Downstream data (METHOD.md section 8): LiDAR keyframes with their nuScenes-lidarseg labels mapped
+to the 16 evaluation classes, the few-label scene selection, augmentation and sparse batches.
+
+Reads the index and the raw sweeps and labels only (no stores): fine-tuning needs neither images nor
+the teacher. Every point of the sweep is kept (the benchmark scores every point); labels come back
+per point and the voxel inverse map carries predictions back to them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.classes import segmentation_lut
+from pipeline.errors import RowError, StoreError
+from pipeline.sensor_data import load_points
+from pipeline.voxelize import voxelize
+
+# official split names of the index that fine-tuning trains / evaluates on
+TRAIN_SPLITS = ("train", "mini_train")
+VAL_SPLITS = ("val", "mini_val")
+
+
+class SegDataConfig(BaseModel):
+    """Which keyframes, how many labels, how they are batched and augmented."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    catalog: str = "data_catalog.yaml"
+    source: str | None = None
+    label_fraction: float = Field(1.0, gt=0, le=1, description="keep every k-th training scene, k = round(1 / fraction): 0.01 -> every 100th")
+    max_examples: int | None = Field(None, ge=1, description="use only the first N selected keyframes (tests)")
+    batch_size: int = Field(16, ge=1)
+    num_workers: int = Field(2, ge=0)
+    augment: bool = True  # rotation U(0, 2 pi) about z, random x and y flips (training only)
+
+
+def scene_step(label_fraction: float) -> int:
+    """k of 'keep every k-th scene' for a label fraction (1 % -> 100, 5 % -> 20, 25 % -> 4)."""
+    return max(1, int(round(1.0 / label_fraction)))
+
+
+def select_rows(index, split: str, label_fraction: float = 1.0, max_examples: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """(rows, scenes): the index rows of the official ``split`` ('train' or 'val'), the training
+    scenes thinned to every k-th in name order, and the scenes kept."""
+    wanted = TRAIN_SPLITS if split == "train" else VAL_SPLITS if split == "val" else (split,)
+    official = np.asarray(index.column("official_split"))
+    scene = np.asarray(index.column("scene"))
+    rows = np.flatnonzero(np.isin(official, wanted))
+    scenes = sorted(set(scene[rows].tolist()))
+    if split == "train":
+        scenes = scenes[:: scene_step(label_fraction)]
+        rows = rows[np.isin(scene[rows], scenes)]
+    rows = rows[:max_examples]
+    if not len(rows):
+        raise StoreError(f"the index {index.path} has no keyframes of the {split!r} split (official splits {sorted(set(official.tolist()))})")
+    return rows, scenes
+
+
+def load_labels(path: Path | None, n_points: int, token: str) -> np.ndarray:
+    """(N,) uint8 16-class labels (0 = ignore) of a sweep's ``lidarseg`` file."""
+    if path is None:
+        raise RowError(f"sample {token}: no lidarseg labels in the dataset (fine-tuning needs nuScenes-lidarseg)")
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise RowError(f"sample {token}: cannot read labels {path} ({exc.strerror or exc})") from None
+    if len(raw) != n_points:
+        raise RowError(f"sample {token}: {path} has {len(raw)} labels for {n_points} points")
+    lut = segmentation_lut()
+    if raw.max(initial=0) >= len(lut):
+        raise RowError(f"sample {token}: {path} has class index {raw.max()} (nuScenes-lidarseg has {len(lut)})")
+    return lut[raw]
+
+
+def rotation_flip(rng: np.random.Generator) -> np.ndarray:
+    """3x3: rotation by U(0, 2 pi) about z, then x -> -x and y -> -y each with probability 1/2."""
+    theta = rng.uniform(0.0, 2.0 * np.pi)
+    c, s = np.cos(theta), np.sin(theta)
+    flips = np.diag([-1.0 if rng.random() < 0.5 else 1.0, -1.0 if rng.random() < 0.5 else 1.0, 1.0])
+    return flips @ np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+class SegDataset(torch.utils.data.Dataset):
+    """One example per keyframe; the augmentation of row r in epoch e is a function of (seed, e, r)."""
+
+    def __init__(self, index, rows: np.ndarray, *, augment: bool, seed: int = 0) -> None:
+        self.index, self.rows, self.augment, self.seed, self.epoch = index, np.asarray(rows), augment, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        row = int(self.rows[i])
+        record = self.index.record(row)
+        points = load_points(record["lidar_path"])
+        labels = load_labels(record["lidarseg_path"], len(points), record["token"])
+        xyz = points[:, :3].astype(np.float64)
+        if self.augment:
+            xyz = xyz @ rotation_flip(np.random.default_rng([self.seed, self.epoch, row])).T
+        voxels = voxelize(xyz)
+        return {
+            "token": record["token"],
+            "coords": voxels.coords,
+            "feats": (points[voxels.first, 3] / 255.0).astype(np.float32)[:, None],  # intensity, as in pretraining
+            "inverse": voxels.inverse,
+            "labels": labels,
+        }
+
+
+def seg_collate(examples: list[dict]) -> dict:
+    """Voxels per example (``sparse_input`` batches them), the inverse maps offset into the
+    concatenated voxels, labels concatenated (points of example 0 first)."""
+    offsets = np.cumsum([0] + [len(e["coords"]) for e in examples])
+    return {
+        "tokens": [e["token"] for e in examples],
+        "size": len(examples),
+        "coords": [torch.from_numpy(e["coords"]) for e in examples],
+        "feats": [torch.from_numpy(e["feats"]) for e in examples],
+        "inverse": torch.from_numpy(np.concatenate([e["inverse"] + offsets[b] for b, e in enumerate(examples)])),
+        "labels": torch.from_numpy(np.concatenate([e["labels"] for e in examples]).astype(np.int64)),
+        "points_per_example": [len(e["labels"]) for e in examples],
+    }
