@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from functools import cached_property, lru_cache
 from typing import Literal
 
@@ -110,10 +111,20 @@ def encoder(params: TeacherCacheParams):
     return model.to(memory_format=torch.channels_last), report
 
 
+_CPU_ENCODE = threading.Lock()
+
+
 def encode(params: TeacherCacheParams, images: np.ndarray) -> np.ndarray:
     """(B, 2048, h, w) float32 features of (B, H, W, 3) uint8 images already at ``input_size``.
     Channels-last everywhere; float16 autocast on a GPU; float32 on the CPU, where channels-last
-    is 1.3x faster than NCHW and bfloat16 would exceed float16 storage precision (bench/teacher.py)."""
+    is 1.3x faster than NCHW and bfloat16 would exceed float16 storage precision (bench/teacher.py).
+
+    On the CPU the network runs on one thread: its convolutions round differently with another
+    thread count, and the cache must not depend on where it was computed. Dask workers run one
+    thread each (distributed starts them with OMP_NUM_THREADS=1, and so does the driver once it
+    has started a local cluster), while a driver fitting the PCA for a remote cluster, or an
+    in-process run, would otherwise use every core: a PCA basis fitted there differed in the last
+    bits, and so did every row. Throughput comes from one worker process per core instead."""
     import torch
 
     model, _ = encoder(params)
@@ -124,7 +135,13 @@ def encode(params: TeacherCacheParams, images: np.ndarray) -> np.ndarray:
             with torch.autocast("cuda", dtype=torch.float16):
                 out = model(x)
         else:
-            out = model(x.contiguous(memory_format=torch.channels_last))
+            with _CPU_ENCODE:  # the thread count is per process: one encode at a time changes it
+                threads = torch.get_num_threads()
+                torch.set_num_threads(1)
+                try:
+                    out = model(x.contiguous(memory_format=torch.channels_last))
+                finally:
+                    torch.set_num_threads(threads)
     return out.float().contiguous().cpu().numpy()
 
 
