@@ -261,22 +261,41 @@ class SampleIndex:
 def load(path: str, dataroot: Path) -> SampleIndex:
     import pyarrow.parquet as pq
 
-    from pipeline.stores import read_meta
+    from pipeline.stores import _is_url, _url_fs, read_meta
 
+    if _is_url(path):  # any fsspec URL (s3://, gs://, file://), not only those pyarrow knows
+        fs, inner = _url_fs(path)
+        return SampleIndex(pq.read_table(inner, filesystem=fs), read_meta(path), dataroot, path)
     return SampleIndex(pq.read_table(path), read_meta(path), dataroot, path)
+
+
+def _write(table, path: str) -> None:
+    """Write the index whole: locally through a temporary file and a rename, to an fsspec URL in
+    one upload (object stores show an object only once it is complete)."""
+    import pyarrow.parquet as pq
+
+    from pipeline.stores import _is_url, _url_fs
+
+    if _is_url(path):
+        fs, inner = _url_fs(path)
+        fs.makedirs(fs._parent(inner), exist_ok=True)
+        pq.write_table(table, inner, filesystem=fs)
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
 
 
 def ensure_index(catalog, source: str | None = None, rebuild: bool = False, on_progress=None) -> tuple[SampleIndex, bool]:
     """(index, built): the source's index, rebuilt first if missing, of another fingerprint, or older
     than the dataset's tables. Every stage calls this instead of reading the devkit."""
-    import pyarrow.parquet as pq
-
-    from pipeline.stores import StoreMeta, code_version, read_meta, utc_now, write_parquet_meta
+    from pipeline.stores import StoreMeta, _kind, code_version, read_meta, utc_now, write_parquet_meta
 
     artifact = catalog.artifact("index", source)
     src = artifact.source
     state = source_state(src)
-    meta = read_meta(artifact.path) if os.path.exists(artifact.path) else None
+    meta = read_meta(artifact.path) if _kind(artifact.path) else None
     fresh = meta is not None and meta.complete and meta.fingerprint == artifact.fingerprint and meta.extra.get("source_state") == state
     if fresh and not rebuild and not meta.extra.get("problems"):
         return load(artifact.path, src.dataroot), False
@@ -295,8 +314,5 @@ def ensure_index(catalog, source: str | None = None, rebuild: bool = False, on_p
         complete=True,
         extra={"dataroot": str(src.dataroot), "version": src.version, "source_state": state, "cameras": list(CAMERAS), "problems": problems},
     )
-    Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{artifact.path}.{os.getpid()}.tmp"
-    pq.write_table(write_parquet_meta(table, meta), tmp)
-    os.replace(tmp, artifact.path)
+    _write(write_parquet_meta(table, meta), artifact.path)
     return load(artifact.path, src.dataroot), True

@@ -43,6 +43,15 @@ def done_value(row_hash: str) -> int:
     return int(row_hash[:15], 16) + 1
 
 
+def _open_group(path: str, mode: str):
+    """The zarr group at a local path or an fsspec URL (``s3://``, ``gs://``, ``file://``: fsspec's
+    local filesystem creates the folders a chunk needs only when asked to)."""
+    import zarr
+
+    options = {"auto_mkdir": True} if path.startswith("file://") else None
+    return zarr.open_group(store=path, mode=mode, storage_options=options)
+
+
 def _codecs():
     from zarr.codecs import BloscCodec
 
@@ -67,10 +76,8 @@ class RowStore:
     def open_or_create(cls, path: str, meta: StoreMeta, specs: dict[str, ArraySpec]) -> RowStore:
         """Open the store of this fingerprint, creating it (and its arrays) if needed, and growing
         any per-row dimension that ``specs`` now asks to be larger."""
-        import zarr
-
         try:
-            group = zarr.open_group(store=path, mode="a")
+            group = _open_group(path, mode="a")
         except Exception as exc:
             raise StoreError(f"cannot open the store at {path} ({type(exc).__name__}: {exc}); delete it to rebuild") from exc
         found = group.attrs.get(META_KEY)
@@ -100,9 +107,7 @@ class RowStore:
 
     @classmethod
     def open(cls, path: str, mode: str = "r") -> RowStore:
-        import zarr
-
-        return cls(path, zarr.open_group(store=path, mode=mode))
+        return cls(path, _open_group(path, mode))
 
     @property
     def rows(self) -> int:

@@ -84,16 +84,18 @@ STAGE_ARTIFACTS = {
 }
 
 
-def catalog_for(root: Path, dataroot: Path, version: str = "v1.0-mini", params: dict | None = None, stages: bool = False) -> Path:
+def catalog_for(
+    root: Path, dataroot: Path, version: str = "v1.0-mini", params: dict | None = None, stages: bool = False, store_root: str = "stores"
+) -> Path:
     """A catalog with one source ``tiny`` at ``dataroot`` (per-artifact ``params`` overrides) and
-    stores under ``root/stores``; ``stages`` adds the preprocessing artifacts."""
+    stores under ``root/stores`` (or ``store_root``); ``stages`` adds the preprocessing artifacts."""
     import yaml
 
     source = {"dataroot": str(dataroot), "version": version, "split": {"kind": "seeded", "val_fraction": 0.25, "seed": 0}}
     if params:
         source["params"] = params
     artifacts = {"index": {"stage": "index"}, **(STAGE_ARTIFACTS if stages else {})}
-    spec = {"store_root": "stores", "default_source": "tiny", "sources": {"tiny": source}, "artifacts": artifacts}
+    spec = {"store_root": store_root, "default_source": "tiny", "sources": {"tiny": source}, "artifacts": artifacts}
     path = root / "catalog.yaml"
     root.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(spec, sort_keys=False))

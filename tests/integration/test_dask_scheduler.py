@@ -1,6 +1,7 @@
 """``hvd prep all --dask-address`` against a real ``dask scheduler`` and two ``dask worker``
-processes started elsewhere (another working directory, where the catalog's relative paths mean
-nothing): the stores are bit for bit those of a local run."""
+processes started elsewhere, set up as on a cluster: the workers run in another working directory
+(where the catalog's relative dataset path means nothing) and write the stores at an fsspec URL
+(``file://`` standing in for ``s3://``). The stores are bit for bit those of a local run."""
 
 from __future__ import annotations
 
@@ -43,8 +44,9 @@ def test_prep_all_on_an_external_dask_cluster_matches_a_local_run(processes, tin
         assert set(client.run(os.getcwd).values()) == {str(cluster_dir)}
         transitions = client.run(lambda dask_worker: dask_worker.state.transition_counter)
 
-    # relative paths everywhere: the catalog for the driver, the dataset for the catalog
-    catalog_for(driver_dir, Path(os.path.relpath(tiny_root, driver_dir)), params=FAST_PARAMS, stages=True)
+    # a relative catalog path for the driver, a relative dataset path in it, stores at a URL
+    objects = f"file://{tmp_path / 'objects'}"
+    catalog_for(driver_dir, Path(os.path.relpath(tiny_root, driver_dir)), params=FAST_PARAMS, stages=True, store_root=objects)
     command = [str(BIN / "hvd"), "prep", "all", "--catalog", "catalog.yaml", "--dask-address", address]
     run = subprocess.run(command, cwd=driver_dir, env=env, capture_output=True, text=True, timeout=420)
     out = " ".join((run.stdout + run.stderr).split())
@@ -60,6 +62,7 @@ def test_prep_all_on_an_external_dask_cluster_matches_a_local_run(processes, tin
         assert not [p for p in tree if "uvicorn" in " ".join(p.cmdline())]
 
     catalog = Catalog.load(driver_dir / "catalog.yaml")
+    assert catalog.artifact("index").path.startswith(objects) and (tmp_path / "objects" / "tiny").is_dir()
     assert_same_stores(catalog, reference, PREP_STAGES)
     for name in PREP_STAGES:  # one row per chunk: concurrent workers never write the same chunk
         group = RowStore.open(catalog.artifact(name).path).group
