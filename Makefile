@@ -7,7 +7,7 @@ PYTHON  := $(VENV)/bin/python
 READY   := $(VENV)/.hvd-ready
 DEMO    ?= data/synth-demo
 
-.PHONY: demo test setup clean-demo
+.PHONY: demo test setup clean-demo transfer
 
 setup: $(READY)
 
@@ -25,6 +25,12 @@ demo: $(READY)
 ## make test: the test suite
 test: $(READY)
 	$(PYTHON) -m pytest -q
+
+## make transfer: the transfer experiment of docs/RESULTS.md (about an hour on 2 CPU cores)
+transfer: $(READY)
+	$(HVD) data synth --out data/synth-transfer --preset transfer
+	$(HVD) prep all --source synth-transfer
+	$(PYTHON) bench/transfer.py
 
 clean-demo:
 	rm -rf $(DEMO) stores/synth-demo

@@ -89,8 +89,8 @@ class Bridge(nn.Module):
 @dataclass
 class HeadsOutput:
     pixel_features: torch.Tensor  # (I, 64, H, W), L2-normalised over channels
-    depth_probs: torch.Tensor  # (I, D, h, w), softmax over D
-    bev: torch.Tensor  # (B, 64, 256, 256), L2-normalised over channels; empty cells zero
+    depth_probs: torch.Tensor | None  # (I, D, h, w), softmax over D (None when not asked for)
+    bev: torch.Tensor | None  # (B, 64, 256, 256), L2-normalised over channels; empty cells zero
 
 
 class TeacherHeads(nn.Module):
@@ -112,8 +112,12 @@ class TeacherHeads(nn.Module):
         batch_size: int,
         *,
         pca: tuple[torch.Tensor, torch.Tensor] | None = None,
+        lss: bool = True,
     ) -> HeadsOutput:
+        """``lss=False``: the decoder only (the SLidR and PPKT baselines need no depth or BEV)."""
         pixel = self.decoder(features, pca)  # (I, 64, 4h, 4w)
+        if not lss:
+            return HeadsOutput(pixel_features=pixel, depth_probs=None, bev=None)
         x = self.bridge(pixel)  # (I, 2048, h, w)
         if x.shape[-2:] != cells.shape[-2:]:
             raise ValueError(f"frustum cells are on a {tuple(cells.shape[-2:])} grid, the features on {tuple(x.shape[-2:])}")

@@ -60,7 +60,8 @@ class PretrainNet(nn.Module):
         with torch.no_grad():
             cells = frustum.frustum_cells(self.out_hw, self.stride, batch["img_aug"], batch["intrinsics"], batch["cam_to_lidar"]).to(device)
         camera = camera_vector(batch["intrinsics"], batch["img_aug"], batch["cam_to_ego"]).float().to(device)
-        heads = self.heads(batch["features"].to(device), camera, cells, batch["image_batch"].to(device), batch["size"], pca=pca)
+        lss = self.losses.bev or self.losses.depth  # the baselines (IPV or PPKT only) skip the depth net and BEV
+        heads = self.heads(batch["features"].to(device), camera, cells, batch["image_batch"].to(device), batch["size"], pca=pca, lss=lss)
         pairs = (batch["pair_point"].to(device), batch["pair_image"].to(device), batch["pair_pixel"].to(device))
         losses: dict[str, torch.Tensor] = {}
         if self.losses.ipv:

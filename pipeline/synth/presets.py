@@ -41,5 +41,8 @@ class SynthPreset:
 PRESETS: dict[str, SynthPreset] = {
     "tiny": SynthPreset("tiny", n_scenes=2, keyframes_per_scene=4, image_width=320, image_height=180),
     "demo": SynthPreset("demo", n_scenes=4, keyframes_per_scene=20, image_width=640, image_height=360),
+    # the transfer experiment (bench/transfer.py): more scenes, half the LiDAR azimuth resolution,
+    # so a few dozen pretraining and fine-tuning runs fit in about an hour on a 2-core CPU
+    "transfer": SynthPreset("transfer", n_scenes=8, keyframes_per_scene=8, image_width=320, image_height=180, lidar_azimuth_steps=542),
     "mini": SynthPreset("mini", n_scenes=10, keyframes_per_scene=40, image_width=1600, image_height=900),
 }
