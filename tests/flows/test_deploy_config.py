@@ -119,3 +119,11 @@ def test_pretrain_flow_fails_when_the_training_processes_fail(tmp_path):
         pretrain.fn(job)
     message = " ".join(str(caught.value).split())
     assert "torch.distributed.run" in message and "no data catalog at" in message and "missing.yaml" in message
+
+
+def test_deploy_help_explains_the_deployments_and_what_is_checked():
+    result = CliRunner().invoke(app, ["deploy", "--help"], env=ENV)
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    for needle in ("PREFECT_API_URL", "prep-all", "hvd-cpu", "torchrun", "hvd-gpu", "typed configs", "--create-pools", "--check", "--file", "prefect worker start"):
+        assert needle in out, needle

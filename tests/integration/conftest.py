@@ -60,6 +60,18 @@ class Processes:
         self.started[name] = proc
         return proc
 
+    def run(self, name: str, args: list[str], env: dict[str, str], cwd: Path = REPO, timeout: float = 120) -> tuple[int, str]:
+        """Run a command to its end in a group of its own: (exit status, output). Past
+        ``timeout`` it is stopped with everything it started (e.g. a temporary Prefect server)."""
+        proc = self.start(name, args, env, cwd)
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop(name)
+            pytest.fail(f"{' '.join(args)} did not finish within {timeout:.0f} s:\n{self.log(name)}")
+        self.stop(name)  # anything it left behind in its group
+        return code, (self.logs / f"{name}.log").read_text(errors="replace")
+
     def log(self, name: str, chars: int = 6000) -> str:
         path = self.logs / f"{name}.log"
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
@@ -73,7 +85,9 @@ class Processes:
         proc = self.started.pop(name, None)
         if proc is None:
             return
-        tree = [p for p in [_process(proc.pid), *_descendants(proc.pid)] if p is not None]
+        # an exited (reaped) process's pid may belong to another process by now: only its group
+        running = proc.poll() is None
+        tree = [p for p in [_process(proc.pid), *_descendants(proc.pid)] if p is not None] if running else []
         groups = ({proc.pid} | {_pgid(p.pid) for p in tree}) - {None, os.getpgid(0)}
         for signum, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
             for group in groups:

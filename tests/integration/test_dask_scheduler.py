@@ -6,7 +6,6 @@ processes started elsewhere, set up as on a cluster: the workers run in another 
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import psutil
@@ -48,9 +47,9 @@ def test_prep_all_on_an_external_dask_cluster_matches_a_local_run(processes, tin
     objects = f"file://{tmp_path / 'objects'}"
     catalog_for(driver_dir, Path(os.path.relpath(tiny_root, driver_dir)), params=FAST_PARAMS, stages=True, store_root=objects)
     command = [str(BIN / "hvd"), "prep", "all", "--catalog", "catalog.yaml", "--dask-address", address]
-    run = subprocess.run(command, cwd=driver_dir, env=env, capture_output=True, text=True, timeout=420)
-    out = " ".join((run.stdout + run.stderr).split())
-    assert run.returncode == 0, out + "\n" + processes.logs_tail()
+    code, out = processes.run("hvd-prep", command, env, cwd=driver_dir, timeout=420)
+    out = " ".join(out.split())
+    assert code == 0, out + "\n" + processes.logs_tail()
     for name in PREP_STAGES:
         assert f"{name}: 8 computed, 0 already done, 0 failed of 8 keyframes" in out, out
 

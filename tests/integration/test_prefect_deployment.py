@@ -4,7 +4,6 @@ grows a second run computes only the new keyframes."""
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,10 +21,6 @@ from tests.integration.conftest import BIN, FAST_PARAMS, REPO, wait_until
 pytestmark = pytest.mark.timeout(600)  # every wait inside is bounded too; the fixtures stop every process
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-def _run(args: list[str], env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _row_chunks(catalog: Catalog) -> dict[str, int]:
@@ -51,8 +46,8 @@ def test_prep_all_deployment_runs_on_a_worker_and_picks_up_new_scenes(prefect_se
     server.wait_ready()
     env = server.env(PREFECT_WORKER_QUERY_SECONDS="1")
 
-    created = _run([str(BIN / "prefect"), "work-pool", "create", "hvd-cpu", "--type", "process"], env)
-    assert created.returncode == 0, created.stdout + created.stderr
+    code, out = processes.run("work-pool-create", [str(BIN / "prefect"), "work-pool", "create", "hvd-cpu", "--type", "process"], env)
+    assert code == 0, out
     processes.start("worker", [str(BIN / "prefect"), "worker", "start", "--pool", "hvd-cpu", "--name", "test-worker"], env)
 
     # hvd deploy: a missing work pool is named; --create-pools makes it; both deployments register
@@ -66,9 +61,9 @@ def test_prep_all_deployment_runs_on_a_worker_and_picks_up_new_scenes(prefect_se
             deployments.check_pools(["hvd-cpu", "hvd-gpu"])
     message = str(missing.value)
     assert "'hvd-gpu'" in message and "'hvd-cpu'" not in message and "prefect work-pool create hvd-gpu" in message
-    deployed = _run([str(BIN / "hvd"), "deploy", "--create-pools"], env)
-    out = " ".join((deployed.stdout + deployed.stderr).split())
-    assert deployed.returncode == 0, out
+    code, out = processes.run("hvd-deploy", [str(BIN / "hvd"), "deploy", "--create-pools"], env, timeout=180)
+    out = " ".join(out.split())
+    assert code == 0, out
     assert "created process work pool 'hvd-gpu'" in out
     assert "registered prep/prep-all on work pool 'hvd-cpu' (cron 0 2 * * * UTC)" in out and "registered pretrain/pretrain" in out
 
@@ -85,8 +80,8 @@ def test_prep_all_deployment_runs_on_a_worker_and_picks_up_new_scenes(prefect_se
     refused = server.api("POST", f"/deployments/{deployment['id']}/create_flow_run", json={"parameters": {"config": wrong}})
     assert refused.status_code == 409 and "adress" in refused.text  # Prefect checks the typed config's schema
 
-    def run_and_wait() -> list[str]:
-        """Trigger prep-all with this site's catalog; wait for the run; its per-stage summaries."""
+    def run_and_wait() -> dict[str, str]:
+        """Trigger prep-all with this site's catalog; wait for the run; its summary line per stage."""
         response = server.api("POST", f"/deployments/{deployment['id']}/create_flow_run", json={"parameters": {"config": config.model_dump(mode="json")}})
         assert response.status_code == 201, response.text
         run_id = response.json()["id"]
@@ -100,13 +95,14 @@ def test_prep_all_deployment_runs_on_a_worker_and_picks_up_new_scenes(prefect_se
 
         def summaries():
             logs = server.api("POST", "/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}).json()
-            lines = [log["message"] for log in logs if " computed, " in log["message"]]
+            lines = {log["message"].split(":")[0]: log["message"] for log in logs if " computed, " in log["message"]}
             return lines if len(lines) == len(PREP_STAGES) else None
 
         return wait_until(summaries, 60, "per-stage summaries in the run's log", on_timeout=processes.logs_tail)
 
     first = run_and_wait()
-    for name, line in zip(PREP_STAGES, first):
+    for name in PREP_STAGES:
+        line = first[name]
         assert line.startswith(f"{name}: 8 computed, 0 already done, 0 failed of 8 keyframes"), line
         meta = read_meta(catalog.artifact(name).path)
         assert meta.complete and meta.rows_done == meta.rows_total == 8
@@ -115,7 +111,8 @@ def test_prep_all_deployment_runs_on_a_worker_and_picks_up_new_scenes(prefect_se
 
     generate(tiny_copy, replace(PRESETS["tiny"], n_scenes=3), seed=0, workers=1)  # a third scene: 4 keyframes
     second = run_and_wait()
-    for name, line in zip(PREP_STAGES, second):
+    for name in PREP_STAGES:
+        line = second[name]
         assert line.startswith(f"{name}: 4 computed, 8 already done, 0 failed of 12 keyframes"), line
         meta = read_meta(catalog.artifact(name).path)
         assert meta.complete and meta.rows_done == meta.rows_total == 12
