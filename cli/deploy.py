@@ -54,7 +54,7 @@ def deploy(
     created = deployments.check_pools([d.work_pool for d in chosen], create=create_pools)
     for pool in created:
         console.print(f"created process work pool {pool!r}", highlight=False)
-    deployments.register(path, [d.name for d in chosen], on_line=lambda line: None)
+    deployments.register(path, [d.name for d in chosen])
     for d in chosen:
         flow = deployments.load_flow(d)
         when = ", ".join(f"cron {s['cron']} {s.get('timezone', 'UTC')}" for s in d.schedules if "cron" in s) or "on demand"

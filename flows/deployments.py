@@ -149,17 +149,20 @@ def check_pools(pools: list[str], create: bool = False) -> list[str]:
     return missing
 
 
-def register(path: Path, names: list[str], on_line=print) -> None:
+def register(path: Path, names: list[str]) -> str:
     """``prefect deploy`` on ``path`` for the named deployments, run from this checkout: the
     entrypoints are its files, and the build step records it as the runs' working directory.
-    (``flows.prefect_compat`` is the Prefect CLI with one client call fixed for this server.)"""
+    (``flows.prefect_compat`` is the Prefect CLI with one client call fixed for this server.)
+    Returns its output."""
     command = [sys.executable, "-m", "flows.prefect_compat", "--no-prompt", "deploy", "--prefect-file", str(path)]
     for name in names:
         command += ["--name", name]
     env = {**os.environ, "PREFECT_CLI_PROMPT": "false", "COLUMNS": "160"}
-    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired as exc:
+        raise DeployError(f"`prefect deploy` did not finish within {exc.timeout:.0f} s; is the server at PREFECT_API_URL responding?") from None
     output = (proc.stdout + proc.stderr).strip()
     if proc.returncode != 0:
         raise DeployError(f"`prefect deploy` failed (status {proc.returncode}):\n{output}")
-    for line in output.splitlines():
-        on_line(line)
+    return output
