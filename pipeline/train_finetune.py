@@ -10,8 +10,6 @@ exactly where a run stopped.
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,19 +21,10 @@ from models.lovasz import lovasz_softmax
 from models.segmentation import SegmentationNet, load_pretrained
 from models.student import sparse_input
 from pipeline import finetune_config
+from pipeline.errors import HvdError
 from pipeline.finetune_config import FinetuneConfig
 from pipeline.seg_data import SegDataset, seg_collate, select_rows
-from pipeline.training import (
-    CHECKPOINT,
-    batch_order,
-    gathered_rng_states,
-    rank_checksums,
-    rank_world,
-    restore_rng,
-    save_checkpoint,
-    setup_distributed,
-    step_seed,
-)
+from pipeline.training import Loop, rank_world, setup_distributed
 
 IGNORE = -100
 
@@ -61,8 +50,6 @@ def build_net(config: FinetuneConfig) -> tuple[SegmentationNet, dict | None]:
     if config.model.pretrained:
         report = load_pretrained(net, Path(config.model.pretrained))
         if not any(k.startswith("backbone.") for k in report.loaded):
-            from pipeline.errors import HvdError
-
             raise HvdError(f"{config.model.pretrained}: no backbone tensor matched by name and shape ({report.summary()})")
         report = report.to_dict() | {"summary": report.summary()}
     return net, report
@@ -90,7 +77,6 @@ def train(
 
     device = setup_distributed()
     rank, world = rank_world()
-    run_dir = Path(config.run.out_dir)
     index, _ = ensure_index(catalog, config.data.source)
     rows, scenes = select_rows(index, "train", config.data.label_fraction, config.data.max_examples)
     dataset = SegDataset(index, rows, augment=config.data.augment, seed=config.run.seed)
@@ -109,106 +95,35 @@ def train(
     optimiser = _optimiser(net, config)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.optim.epochs)
     scaler = torch.amp.GradScaler("cuda", enabled=config.run.amp and device.type == "cuda")
-    batches_per_epoch = len(batch_order(len(dataset), 0, 0, rank, world, config.data.batch_size))
-    if batches_per_epoch == 0:
-        from pipeline.errors import HvdError
-
+    loop = Loop(config, net=net, model=model, optimiser=optimiser, scheduler=scheduler, scaler=scaler, device=device, n_examples=len(dataset), tag="finetune")
+    if loop.batches_per_epoch == 0:
         raise HvdError(f"{len(dataset)} training keyframes ({len(scenes)} scenes) is less than one batch of {config.data.batch_size} per process")
-    total_steps = config.optim.epochs * batches_per_epoch
-    if config.run.max_steps:
-        total_steps = min(total_steps, config.run.max_steps)
 
-    step, epoch, done_in_epoch = 0, 0, 0
-    if resume and (run_dir / CHECKPOINT).exists():
-        state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+    state = loop.resume() if resume else None
+    if state is not None:
         net.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        step, epoch, done_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         report = state["load_report"]
-        restore_rng(state["rng"], rank)
     elif rank == 0:
-        finetune_config.save(config, run_dir / "config.yaml")
+        finetune_config.save(config, loop.run_dir / "config.yaml")
     if on_loaded and rank == 0:
         on_loaded(report)
 
-    writer = None
-    if rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
+    def compute(batch: dict, generator: torch.Generator):
+        logits = model(sparse_input(batch["coords"], [f.to(device) for f in batch["feats"]]), frozen_backbone=linear)
+        parts = segmentation_loss(logits[batch["inverse"].to(device)], batch["labels"].to(device), config.optim.lovasz)
+        return parts, sum(parts.values())
 
-        writer = SummaryWriter(str(run_dir / "tensorboard"))
-    first: dict | None = None
-    last: dict = {}
-    while step < total_steps and epoch < config.optim.epochs:
-        dataset.set_epoch(epoch)
-        batches = batch_order(len(dataset), config.run.seed, epoch, rank, world, config.data.batch_size)[done_in_epoch:]
-        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=seg_collate, num_workers=config.data.num_workers)
-        model.train()
-        if linear:
-            net.backbone.eval()  # frozen: BatchNorm keeps the pretrained statistics
-        for batch in loader:
-            start = time.perf_counter()
-            torch.manual_seed(step_seed(config.run.seed, step, rank))
-            with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
-                logits = model(sparse_input(batch["coords"], [f.to(device) for f in batch["feats"]]), frozen_backbone=linear)
-                parts = segmentation_loss(logits[batch["inverse"].to(device)], batch["labels"].to(device), config.optim.lovasz)
-                loss = sum(parts.values())
-            optimiser.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimiser)
-            scaler.update()
-            step, done_in_epoch = step + 1, done_in_epoch + 1
-            metrics = {k: float(v.detach()) for k, v in parts.items()} | {"total": float(loss.detach())}
-            metrics["examples_per_s"] = batch["size"] * world / (time.perf_counter() - start)
-            first = first or metrics
-            last = metrics
-            if writer and step % config.run.log_every == 0:
-                for key, value in metrics.items():
-                    writer.add_scalar(f"finetune/{key}", value, step)
-                writer.add_scalar("finetune/lr_head", optimiser.param_groups[-1]["lr"], step)
-            if on_step and rank == 0:
-                on_step(step, total_steps, metrics)
-            if step % config.run.checkpoint_every == 0 or step == total_steps:
-                _checkpoint(run_dir, net, optimiser, scheduler, scaler, config, step, epoch, done_in_epoch, report)
-            if step >= total_steps:
-                break
-        else:
-            epoch, done_in_epoch = epoch + 1, 0
-            scheduler.step()
-    if writer:
-        writer.close()
-    result = {
-        "steps": step,
-        "first": first,
-        "last": last,
-        "out_dir": str(run_dir),
-        "load_report": None if report is None else report["summary"],
-        "scenes": scenes,
-        "examples": len(dataset),
-        "rank_checksums": rank_checksums(net),
-    }
-    if rank == 0:
-        (run_dir / "summary.json").write_text(json.dumps(result, indent=1))
-    return result
+    def frozen_backbone_in_eval_mode() -> None:
+        net.backbone.eval()  # frozen: BatchNorm keeps the pretrained statistics
 
-
-def _checkpoint(run_dir: Path, net: SegmentationNet, optimiser, scheduler, scaler, config: FinetuneConfig, step: int, epoch: int, done_in_epoch: int, report: dict | None) -> None:
-    states = gathered_rng_states()
-    if rank_world()[0] != 0:
-        return
-    save_checkpoint(
-        run_dir,
-        {
-            "model": net.state_dict(),
-            "optimizer": optimiser.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "step": step,
-            "epoch": epoch,
-            "batch_in_epoch": done_in_epoch,
-            "rng": states,
-            "config": config.model_dump(mode="json"),
-            "load_report": report,
-        },
+    result = loop.run(
+        dataset,
+        seg_collate,
+        compute,
+        weights=lambda: {"model": net.state_dict()},
+        extra={"load_report": report},
+        before_epoch=frozen_backbone_in_eval_mode if linear else None,
+        on_step=on_step,
     )
+    result.update({"load_report": None if report is None else report["summary"], "scenes": scenes, "examples": len(dataset)})
+    return loop.summary(result)

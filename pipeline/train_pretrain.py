@@ -10,10 +10,7 @@ continues exactly where a run stopped.
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -25,17 +22,7 @@ from models.teacher_heads import TeacherHeads, camera_vector
 from pipeline import pretrain_config
 from pipeline.pretrain_config import PretrainConfig
 from pipeline.pretrain_data import PretrainDataset, Stores, collate, open_stores
-from pipeline.training import (
-    CHECKPOINT,
-    batch_order,
-    gathered_rng_states,
-    rank_checksums,
-    rank_world,
-    restore_rng,
-    save_checkpoint,
-    setup_distributed,
-    step_seed,
-)
+from pipeline.training import Loop, rank_world, setup_distributed
 
 
 
@@ -91,7 +78,6 @@ def train(
     """Train; return {"steps", "first": losses of step 1, "last": losses of the last step, "out_dir"}."""
     device = setup_distributed()
     rank, world = rank_world()
-    run_dir = Path(config.run.out_dir)
     stores: Stores = open_stores(catalog, config.data.source)
     dataset = PretrainDataset(stores, config.data, seed=config.run.seed)
     teacher = stores.artifacts["teacher_cache"].params
@@ -112,93 +98,20 @@ def train(
     optimiser = torch.optim.SGD(model.parameters(), lr=config.optim.lr, momentum=config.optim.momentum, dampening=config.optim.dampening, weight_decay=config.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.optim.epochs)
     scaler = torch.amp.GradScaler("cuda", enabled=config.run.amp and device.type == "cuda")
-    batches_per_epoch = len(batch_order(len(dataset), 0, 0, rank, world, config.data.batch_size))
-    total_steps = config.optim.epochs * batches_per_epoch
-    if config.run.max_steps:
-        total_steps = min(total_steps, config.run.max_steps)
+    loop = Loop(config, net=net, model=model, optimiser=optimiser, scheduler=scheduler, scaler=scaler, device=device, n_examples=len(dataset), tag="pretrain")
 
-    step, epoch, done_in_epoch = 0, 0, 0
-    if resume and (run_dir / CHECKPOINT).exists():
-        state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+    state = loop.resume() if resume else None
+    if state is not None:
         net.student.load_state_dict(state["student"])
         net.heads.load_state_dict(state["heads"])
-        optimiser.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        step, epoch, done_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-        restore_rng(state["rng"], rank)
     elif rank == 0:
-        pretrain_config.save(config, run_dir / "config.yaml")
+        pretrain_config.save(config, loop.run_dir / "config.yaml")
 
-    writer = None
-    if rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
+    def compute(batch: dict, generator: torch.Generator):
+        parts = model(batch, generator)
+        return parts, total(parts, losses)
 
-        writer = SummaryWriter(str(run_dir / "tensorboard"))
-    first: dict | None = None
-    last: dict = {}
-    while step < total_steps and epoch < config.optim.epochs:
-        dataset.set_epoch(epoch)
-        batches = batch_order(len(dataset), config.run.seed, epoch, rank, world, config.data.batch_size)[done_in_epoch:]
-        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=config.data.num_workers, persistent_workers=False)
-        model.train()
-        for batch in loader:
-            start = time.perf_counter()
-            seed = step_seed(config.run.seed, step, rank)  # dropout, sampled matches
-            torch.manual_seed(seed)
-            generator = torch.Generator(device=device).manual_seed(seed)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
-                parts = model(batch, generator)
-                loss = total(parts, losses)
-            optimiser.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if config.optim.clip_grad_norm:
-                scaler.unscale_(optimiser)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.clip_grad_norm)
-            scaler.step(optimiser)
-            scaler.update()
-            step, done_in_epoch = step + 1, done_in_epoch + 1
-            metrics = {k: float(v.detach()) for k, v in parts.items()} | {"total": float(loss.detach())}
-            metrics["examples_per_s"] = batch["size"] * world / (time.perf_counter() - start)
-            first = first or metrics
-            last = metrics
-            if writer and step % config.run.log_every == 0:
-                for key, value in metrics.items():
-                    writer.add_scalar(f"pretrain/{key}", value, step)
-                writer.add_scalar("pretrain/lr", optimiser.param_groups[0]["lr"], step)
-            if on_step and rank == 0:
-                on_step(step, total_steps, metrics)
-            if step % config.run.checkpoint_every == 0 or step == total_steps:
-                _checkpoint(run_dir, net, optimiser, scheduler, scaler, config, step, epoch, done_in_epoch)
-            if step >= total_steps:
-                break
-        else:  # the epoch is over: the cosine schedule steps per epoch
-            epoch, done_in_epoch = epoch + 1, 0
-            scheduler.step()
-    if writer:
-        writer.close()
-    result = {"steps": step, "first": first, "last": last, "out_dir": str(run_dir), "rank_checksums": rank_checksums(net)}
-    if rank == 0:
-        (run_dir / "summary.json").write_text(json.dumps(result, indent=1))
-    return result
+    def weights() -> dict:
+        return {"student": net.student.state_dict(), "heads": net.heads.state_dict()}
 
-
-def _checkpoint(run_dir: Path, net: PretrainNet, optimiser, scheduler, scaler, config: PretrainConfig, step: int, epoch: int, done_in_epoch: int) -> None:
-    """Every rank's random state, gathered to rank 0, which writes the file atomically."""
-    states = gathered_rng_states()
-    if rank_world()[0] != 0:
-        return
-    state = {
-        "student": net.student.state_dict(),
-        "heads": net.heads.state_dict(),
-        "optimizer": optimiser.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-        "step": step,
-        "epoch": epoch,
-        "batch_in_epoch": done_in_epoch,
-        "rng": states,
-        "config": config.model_dump(mode="json"),
-    }
-    save_checkpoint(run_dir, state)
-
+    return loop.summary(loop.run(dataset, collate, compute, weights=weights, on_step=on_step))

@@ -5,8 +5,10 @@ atomic checkpoint write and the per-rank parameter digest."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +103,123 @@ def rank_checksums(net: nn.Module) -> list[str]:
     gathered = [None] * world
     torch.distributed.all_gather_object(gathered, mine)
     return gathered
+
+
+class Loop:
+    """The loop both trainings run: epochs of a seeded per-rank batch order, one optimiser step per
+    batch (autocast and gradient scaling on a GPU, optional gradient clipping), TensorBoard scalars,
+    an atomic checkpoint every ``checkpoint_every`` steps and at the end, the cosine schedule stepped
+    per epoch, and exact resume (position in the data, random states).
+
+    ``config`` is a run config with ``data`` (batch_size, num_workers), ``optim`` (epochs, optionally
+    clip_grad_norm) and ``run`` (out_dir, seed, max_steps, checkpoint_every, log_every)."""
+
+    def __init__(self, config, *, net: nn.Module, model: nn.Module, optimiser, scheduler, scaler, device: torch.device, n_examples: int, tag: str) -> None:
+        self.config, self.net, self.model, self.device, self.tag = config, net, model, device, tag
+        self.optimiser, self.scheduler, self.scaler = optimiser, scheduler, scaler
+        self.rank, self.world = rank_world()
+        self.run_dir = Path(config.run.out_dir)
+        self.n_examples = n_examples
+        self.batches_per_epoch = len(batch_order(n_examples, 0, 0, self.rank, self.world, config.data.batch_size))
+        self.total_steps = config.optim.epochs * self.batches_per_epoch
+        if config.run.max_steps:
+            self.total_steps = min(self.total_steps, config.run.max_steps)
+        self.step = self.epoch = self.done_in_epoch = 0
+
+    def resume(self) -> dict | None:
+        """Restore the optimiser, schedule, scaler, position and random states from the run folder's
+        checkpoint; return the checkpoint (the caller restores its weights), or None without one."""
+        path = self.run_dir / CHECKPOINT
+        if not path.exists():
+            return None
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        self.optimiser.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch, self.done_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        restore_rng(state["rng"], self.rank)
+        return state
+
+    def run(self, dataset, collate, compute, *, weights, extra: dict | None = None, before_epoch=None, on_step=None) -> dict:
+        """Train to the end; ``compute(batch, generator) -> (loss parts, total loss)``, ``weights()``
+        the model entries of a checkpoint, ``extra`` more entries. Returns {"steps", "first", "last",
+        "out_dir", "rank_checksums"} (first and last: the losses of the first and last step run)."""
+        cfg = self.config
+        writer = None
+        if self.rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        first: dict | None = None
+        last: dict = {}
+        while self.step < self.total_steps and self.epoch < cfg.optim.epochs:
+            dataset.set_epoch(self.epoch)
+            batches = batch_order(self.n_examples, cfg.run.seed, self.epoch, self.rank, self.world, cfg.data.batch_size)[self.done_in_epoch :]
+            loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=cfg.data.num_workers)
+            self.model.train()
+            if before_epoch:
+                before_epoch()
+            for batch in loader:
+                metrics = self._step(batch, compute)
+                first, last = first or metrics, metrics
+                if writer and self.step % cfg.run.log_every == 0:
+                    for key, value in metrics.items():
+                        writer.add_scalar(f"{self.tag}/{key}", value, self.step)
+                    writer.add_scalar(f"{self.tag}/lr", self.optimiser.param_groups[0]["lr"], self.step)
+                if on_step and self.rank == 0:
+                    on_step(self.step, self.total_steps, metrics)
+                if self.step % cfg.run.checkpoint_every == 0 or self.step == self.total_steps:
+                    self.checkpoint(weights(), extra or {})
+                if self.step >= self.total_steps:
+                    break
+            else:  # the epoch is over: the cosine schedule steps per epoch
+                self.epoch, self.done_in_epoch = self.epoch + 1, 0
+                self.scheduler.step()
+        if writer:
+            writer.close()
+        return {"steps": self.step, "first": first, "last": last, "out_dir": str(self.run_dir), "rank_checksums": rank_checksums(self.net)}
+
+    def _step(self, batch: dict, compute) -> dict:
+        start = time.perf_counter()
+        seed = step_seed(self.config.run.seed, self.step, self.rank)  # dropout, sampled matches
+        torch.manual_seed(seed)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.scaler.is_enabled()):
+            parts, loss = compute(batch, generator)
+        self.optimiser.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        clip = getattr(self.config.optim, "clip_grad_norm", None)
+        if clip:
+            self.scaler.unscale_(self.optimiser)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.scaler.step(self.optimiser)
+        self.scaler.update()
+        self.step, self.done_in_epoch = self.step + 1, self.done_in_epoch + 1
+        metrics = {k: float(v.detach()) for k, v in parts.items()} | {"total": float(loss.detach())}
+        metrics["examples_per_s"] = batch["size"] * self.world / (time.perf_counter() - start)
+        return metrics
+
+    def checkpoint(self, weights: dict, extra: dict) -> None:
+        """Every rank's random state gathered to rank 0, which writes the checkpoint atomically."""
+        states = gathered_rng_states()
+        if self.rank != 0:
+            return
+        state = {
+            **weights,
+            "optimizer": self.optimiser.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.done_in_epoch,
+            "rng": states,
+            "config": self.config.model_dump(mode="json"),
+            **extra,
+        }
+        save_checkpoint(self.run_dir, state)
+
+    def summary(self, result: dict) -> dict:
+        """Write ``summary.json`` (rank 0) and return ``result``."""
+        if self.rank == 0:
+            (self.run_dir / "summary.json").write_text(json.dumps(result, indent=1))
+        return result
