@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.config_file import build_config, save_config
+from pipeline.pretrain_config import RunConfig
 from pipeline.seg_data import SegDataConfig
 
 
@@ -38,13 +39,10 @@ class FinetuneOptim(_Config):
     lovasz: bool = True  # cross-entropy + Lovasz-softmax; false: cross-entropy only
 
 
-class FinetuneRun(_Config):
+class FinetuneRun(RunConfig):
+    """As pretraining's: run folder, seed, step limit, checkpoint and log intervals, autocast on a GPU."""
+
     out_dir: str = "runs/finetune"
-    seed: int = 0
-    max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps")
-    checkpoint_every: int = Field(200, ge=1)
-    log_every: int = Field(1, ge=1)
-    amp: bool = True  # float16 autocast on a GPU; ignored on the CPU
 
 
 class FinetuneConfig(_Config):
