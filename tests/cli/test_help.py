@@ -29,5 +29,5 @@ def test_synth_help_explains_presets_seed_and_output():
 def test_unknown_preset_is_a_clean_error(tmp_path):
     result = CliRunner().invoke(app, ["data", "synth", "--preset", "huge", "--out", str(tmp_path / "x")], env=ENV)
     assert result.exit_code == 2
-    assert "unknown preset 'huge'" in result.output and "tiny, demo, mini" in result.output
+    assert "unknown preset 'huge'" in result.output and "tiny, demo, transfer, mini" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "x").exists()
