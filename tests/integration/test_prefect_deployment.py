@@ -94,11 +94,16 @@ def test_prep_all_deployment_runs_on_a_worker_and_picks_up_new_scenes(prefect_se
         assert state["state_type"] == "COMPLETED", f"{state['state']}\n{processes.log('worker')}"
 
         def summaries():
-            logs = server.api("POST", "/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}).json()
+            logs, page = [], 200
+            while True:  # every page: task runs on the Dask workers log to this run too
+                batch = server.api("POST", "/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": page, "offset": len(logs)}).json()
+                logs += batch
+                if len(batch) < page:
+                    break
             lines = {log["message"].split(":")[0]: log["message"] for log in logs if " computed, " in log["message"]}
             return lines if len(lines) == len(PREP_STAGES) else None
 
-        return wait_until(summaries, 60, "per-stage summaries in the run's log", on_timeout=processes.logs_tail)
+        return wait_until(summaries, 120, "per-stage summaries in the run's log", on_timeout=processes.logs_tail)
 
     first = run_and_wait()
     for name in PREP_STAGES:

@@ -188,7 +188,7 @@ def test_artifacts_come_in_dependency_order(
 def test_repository_catalog_loads() -> None:
     catalog = Catalog.load(Path(__file__).resolve().parents[2] / "data_catalog.yaml")
     assert catalog.spec.default_source == "synth-demo"
-    expected = {"synth-tiny", "synth-demo", "synth-mini", "nuscenes", "nuscenes-mini"}
+    expected = {"synth-tiny", "synth-demo", "synth-transfer", "synth-mini", "nuscenes", "nuscenes-mini"}
     assert set(catalog.spec.sources) == expected
     assert catalog.source("nuscenes").split.kind == "slidr"
     names = [art.name for art in catalog.artifacts("nuscenes")]
