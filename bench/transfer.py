@@ -53,12 +53,21 @@ def pretrain_seed(args, seed: int) -> int:
 
 def downstream_config(args, method: str, protocol: str, seed: int) -> dict:
     pretrained = None if method == "scratch" else str(args.out / f"pretrain-{method}-s{pretrain_seed(args, seed)}" / "checkpoint.pt")
-    linear = protocol == "linear"
+    if protocol == "linear":  # frozen backbone, no augmentation: its features are computed once per keyframe
+        data = {"label_fraction": args.linear_fraction, "augment": False}
+        model = {"mode": "linear", "cache_frozen_features": True}
+        optim = {"lr": args.linear_lr, "head_lr": args.linear_lr, "epochs": args.linear_epochs}
+        steps = args.linear_steps
+    else:
+        data = {"label_fraction": args.label_fraction}
+        model = {"mode": "finetune"}
+        optim = {"lr": args.finetune_lr, "head_lr": args.head_lr, "epochs": args.downstream_epochs}
+        steps = args.downstream_steps
     return {
-        "data": {"catalog": args.catalog, "source": args.source, "batch_size": args.batch, "num_workers": 1, "label_fraction": 1.0 if linear else args.label_fraction},
-        "model": {"pretrained": pretrained, "mode": protocol, "bn_momentum": args.bn_momentum},
-        "optim": {"lr": args.linear_lr if linear else args.finetune_lr, "head_lr": args.linear_lr if linear else args.head_lr, "epochs": args.downstream_epochs},
-        "run": {"out_dir": str(args.out / f"{protocol}-{method}-s{seed}"), "seed": seed, "max_steps": args.downstream_steps, "checkpoint_every": 50},
+        "data": {"catalog": args.catalog, "source": args.source, "batch_size": args.batch, "num_workers": 1, **data},
+        "model": {"pretrained": pretrained, "bn_momentum": args.bn_momentum, **model},
+        "optim": optim,
+        "run": {"out_dir": str(args.out / f"{protocol}-{method}-s{seed}"), "seed": seed, "max_steps": steps, "checkpoint_every": 50},
     }
 
 
@@ -122,9 +131,7 @@ def run(args) -> dict:
             for protocol in PROTOCOLS:
                 print(f"{protocol} {method} seed {seed}", flush=True)
                 config = downstream_config(args, method, protocol, seed)
-                steps = args.linear_steps if protocol == "linear" else args.downstream_steps
-                config["run"]["max_steps"] = steps
-                _train("finetune", config, catalog, steps)
+                _train("finetune", config, catalog, config["run"]["max_steps"])
                 report = _evaluate(Path(config["run"]["out_dir"]), catalog, args.eval_examples)
                 results.setdefault(protocol, {}).setdefault(method, {})[seed] = report
                 print(f"  mIoU {100 * report['miou']:.2f}  accuracy {100 * report['accuracy']:.2f}", flush=True)
@@ -230,10 +237,13 @@ Produced by `bench/transfer.py` ({time.strftime('%Y-%m-%d')}, {platform.machine(
 - Pretraining, each method the same budget: {args.pretrain_steps} steps of batch {args.batch} (SGD lr {args.pretrain_lr},
   momentum 0.9, dampening 0.1, wd 1e-4, gradient norm clipped at 5, all augmentations of METHOD.md section 3).
   PPKT: the PPKT loss only; SLidR: IPV only; HVDistill: IPV + 0.25 BEV + 60 depth.
-- Downstream, each method the same budget, batch {args.batch}, CE + Lovász-softmax, rotation/flip augmentation,
+- Downstream, each method the same budget, batch {args.batch}, CE + Lovász-softmax,
   BatchNorm momentum {args.bn_momentum} (short runs; METHOD.md's 0.05 would leave the running statistics half-initial):
-  - linear probe: {args.linear_steps} steps, backbone frozen (eval mode), head lr {args.linear_lr}, every training scene;
-  - fine-tune: {args.downstream_steps} steps, backbone lr {args.finetune_lr}, head lr {args.head_lr}, label fraction
+  - linear probe: {args.linear_steps} steps ({args.linear_epochs} epochs), backbone frozen (eval mode), head lr {args.linear_lr},
+    label fraction {args.linear_fraction} (every {round(1 / args.linear_fraction)}-th training scene), no augmentation, so
+    the frozen features are computed once per keyframe (`model.cache_frozen_features`) -- the paper probes on every scene
+    with augmentation, which this CPU budget does not allow;
+  - fine-tune: {args.downstream_steps} steps, rotation/flip augmentation, backbone lr {args.finetune_lr}, head lr {args.head_lr}, label fraction
     {args.label_fraction} (every {round(1 / args.label_fraction)}-th training scene).
 - Metric: per-point mIoU on {any_report['keyframes']} validation keyframes through the voxel inverse map, over the
   classes present there ({len(any_report['classes_present'])} of 16), ignore excluded.
@@ -287,11 +297,13 @@ def main() -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=10, help="the cosine schedule's length in epochs")
     parser.add_argument("--pretrain-lr", type=float, default=0.1)
     parser.add_argument("--downstream-steps", type=int, default=40, help="fine-tuning steps")
-    parser.add_argument("--linear-steps", type=int, default=40, help="linear-probing steps")
+    parser.add_argument("--linear-steps", type=int, default=80, help="linear-probing steps")
+    parser.add_argument("--linear-epochs", type=int, default=10, help="the linear probe's cosine schedule in epochs")
+    parser.add_argument("--linear-fraction", type=float, default=0.34, help="label fraction of linear probing")
     parser.add_argument("--eval-examples", type=int, default=None, help="score only the first N validation keyframes")
     parser.add_argument("--downstream-epochs", type=int, default=10)
     parser.add_argument("--label-fraction", type=float, default=0.34)
-    parser.add_argument("--linear-lr", type=float, default=0.05)
+    parser.add_argument("--linear-lr", type=float, default=0.2)
     parser.add_argument("--finetune-lr", type=float, default=0.02)
     parser.add_argument("--head-lr", type=float, default=0.2)
     parser.add_argument("--bn-momentum", type=float, default=0.1)

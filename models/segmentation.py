@@ -32,6 +32,11 @@ class SegmentationNet(nn.Module):
             features = self.backbone(x)
         return self.head(features).F
 
+    def head_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The head on dense (M, 96) backbone features: a 1x1 sparse convolution is a linear map of
+        each row, so this equals ``forward`` on the same voxels."""
+        return features @ self.head.kernel.reshape(features.shape[1], -1) + self.head.bias.reshape(-1)
+
 
 @dataclass
 class LoadReport:

@@ -24,6 +24,7 @@ class ModelSettings(_Config):
 
     pretrained: str | None = None
     mode: Literal["finetune", "linear"] = "finetune"
+    cache_frozen_features: bool = Field(False, description="linear probing without augmentation: keep each keyframe's frozen backbone features in memory after their first use (small datasets)")
     bn_momentum: float = Field(0.05, gt=0, le=1, description="BatchNorm running-statistics momentum (METHOD.md: 0.05; larger for runs of a few dozen steps)")
 
 

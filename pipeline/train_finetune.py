@@ -55,6 +55,25 @@ def build_net(config: FinetuneConfig) -> tuple[SegmentationNet, dict | None]:
     return net, report
 
 
+class FrozenFeatures:
+    """Linear probing without augmentation: the frozen backbone (eval mode) gives a keyframe the
+    same voxel features in every epoch, so they are computed on first use and kept in memory; later
+    epochs run the head only. The result equals recomputing them."""
+
+    def __init__(self, net: SegmentationNet, device: torch.device) -> None:
+        self.net, self.device, self.cache = net, device, {}
+
+    def __call__(self, batch: dict) -> torch.Tensor:
+        """(M, 96) backbone features of the batch's voxels, example after example."""
+        if any(token not in self.cache for token in batch["tokens"]):
+            with torch.no_grad():
+                x = sparse_input(batch["coords"], [f.to(self.device) for f in batch["feats"]])
+                features = self.net.backbone(x).F.cpu()
+            for token, part in zip(batch["tokens"], torch.split(features, [len(c) for c in batch["coords"]])):
+                self.cache[token] = part
+        return torch.cat([self.cache[token] for token in batch["tokens"]]).to(self.device)
+
+
 def _optimiser(net: SegmentationNet, config: FinetuneConfig) -> torch.optim.Optimizer:
     o = config.optim
     head_lr = o.head_lr or o.lr
@@ -108,8 +127,17 @@ def train(
     if on_loaded and rank == 0:
         on_loaded(report)
 
+    cached = None
+    if linear and config.model.cache_frozen_features:
+        if config.data.augment or world > 1:
+            raise HvdError("model.cache_frozen_features needs data.augment: false and a single process (the features must not change between epochs)")
+        cached = FrozenFeatures(net, device)
+
     def compute(batch: dict, generator: torch.Generator):
-        logits = model(sparse_input(batch["coords"], [f.to(device) for f in batch["feats"]]), frozen_backbone=linear)
+        if cached is not None:
+            logits = net.head_logits(cached(batch))
+        else:
+            logits = model(sparse_input(batch["coords"], [f.to(device) for f in batch["feats"]]), frozen_backbone=linear)
         parts = segmentation_loss(logits[batch["inverse"].to(device)], batch["labels"].to(device), config.optim.lovasz)
         return parts, sum(parts.values())
 

@@ -87,3 +87,14 @@ def test_lovasz_is_one_minus_iou_on_hard_predictions():
         expected.append(1 - inter / union)
     assert lovasz_softmax(probs, labels).item() == pytest.approx(sum(expected) / len(expected), abs=1e-6)
     assert lovasz_softmax(torch.nn.functional.one_hot(labels, 5).float(), labels).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_head_on_dense_features_equals_the_sparse_head():
+    from models.student import sparse_input
+
+    torch.manual_seed(0)
+    net = SegmentationNet().eval()
+    coords = [torch.randint(0, 40, (300, 3)).unique(dim=0), torch.randint(0, 40, (200, 3)).unique(dim=0)]
+    x = sparse_input(coords, [torch.rand(len(c), 1) for c in coords])
+    with torch.no_grad():
+        torch.testing.assert_close(net.head_logits(net.backbone(x).F), net(x), rtol=1e-5, atol=1e-5)

@@ -72,7 +72,12 @@ def test_linear_probe_trains_the_head_only_and_resumes_exactly(tiny_catalog, tmp
     rest = train(_config(tiny_catalog, tmp_path / "split", run={"max_steps": 4}, **over), catalog=tiny_catalog, resume=True)
     assert rest["steps"] == 4
 
+    over_cached = {"model": {**over["model"], "cache_frozen_features": True}, "data": over["data"]}
+    train(_config(tiny_catalog, tmp_path / "cached", run={"max_steps": 4}, **over_cached), catalog=tiny_catalog)
+    c = torch.load(tmp_path / "cached" / "checkpoint.pt", weights_only=False)["model"]
     a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)["model"]
+    for key in ("head.kernel", "head.bias"):  # features computed once and reused: the same training
+        torch.testing.assert_close(c[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
     b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)["model"]
     loaded = torch.load(pretrained, weights_only=False)["student"]
     for key, value in a.items():
