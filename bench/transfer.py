@@ -202,6 +202,13 @@ def plot(args, results: dict, path: Path) -> None:
     fig.savefig(path, dpi=90)
 
 
+def _wall_minutes(out: Path) -> float:
+    """Minutes from the first run folder's config to the newest evaluation report under ``out``."""
+    starts = [p.stat().st_mtime for p in out.glob("*/config.yaml")]
+    ends = [p.stat().st_mtime for p in out.glob("*/eval-val.json")]
+    return (max(ends) - min(starts)) / 60 if starts and ends else float("nan")
+
+
 def write_results(args, results: dict, path: Path, png: Path, elapsed_s: float) -> None:
     def cell(protocol: str, method: str) -> str:
         v = [100 * r["miou"] for r in results[protocol][method].values()]
@@ -225,7 +232,8 @@ def write_results(args, results: dict, path: Path, png: Path, elapsed_s: float) 
     text = f"""# Transfer results: does pretraining help?
 
 Produced by `bench/transfer.py` ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {args.threads} CPU threads, no GPU;
-{elapsed_s / 60:.0f} min for the runs this invocation computed). Plot: [transfer.png](transfer.png).
+{_wall_minutes(args.out):.0f} min of wall time from the first pretraining run to the last evaluation, on a 2-core VM
+shared with other work). Plot: [transfer.png](transfer.png).
 
 ## Setting
 
