@@ -1,8 +1,9 @@
 """The transfer experiment (METHOD.md sections 8-9): does pretraining help the downstream task?
 
-On one synthetic source, for every seed: pretrain PPKT (PPKT loss only), SLidR (IPV only) and
-HVDistill (IPV + BEV + depth) with the same number of steps; then linear probing and few-label
-fine-tuning of each, and of a randomly initialised backbone ("scratch"), with the same budget; score
+On one synthetic source: pretrain PPKT (PPKT loss only), SLidR (IPV only) and HVDistill (IPV + BEV +
+depth) with the same number of steps (per pretraining seed); then, for every downstream seed, linear
+probing and few-label fine-tuning of each, and of a randomly initialised backbone ("scratch"), with
+the same budget; score
 every downstream model with per-point mIoU on the validation scenes. Writes ``docs/RESULTS.md``
 (mean +- std per method, the exact configs) and ``docs/transfer.png`` (results and training curves).
 
@@ -299,17 +300,17 @@ def main() -> None:
     parser.add_argument("--catalog", default=str(REPO / "data_catalog.yaml"))
     parser.add_argument("--source", default="synth-transfer")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="downstream seeds (head, batch order, augmentation)")
-    parser.add_argument("--pretrain-seeds", type=int, nargs="+", default=None, help="pretraining seeds (default: --seeds); other downstream seeds start from the first")
+    parser.add_argument("--pretrain-seeds", type=int, nargs="+", default=[0], help="pretraining seeds; downstream seeds not among them start from the first")
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--pretrain-steps", type=int, default=60)
-    parser.add_argument("--pretrain-epochs", type=int, default=10, help="the cosine schedule's length in epochs")
+    parser.add_argument("--pretrain-steps", type=int, default=24)
+    parser.add_argument("--pretrain-epochs", type=int, default=4, help="the cosine schedule's length in epochs")
     parser.add_argument("--pretrain-lr", type=float, default=0.1)
-    parser.add_argument("--downstream-steps", type=int, default=40, help="fine-tuning steps")
+    parser.add_argument("--downstream-steps", type=int, default=8, help="fine-tuning steps")
     parser.add_argument("--linear-steps", type=int, default=80, help="linear-probing steps")
     parser.add_argument("--linear-epochs", type=int, default=10, help="the linear probe's cosine schedule in epochs")
     parser.add_argument("--linear-fraction", type=float, default=0.34, help="label fraction of linear probing")
-    parser.add_argument("--eval-examples", type=int, default=None, help="score only the first N validation keyframes")
-    parser.add_argument("--downstream-epochs", type=int, default=10)
+    parser.add_argument("--eval-examples", type=int, default=8, help="score only the first N validation keyframes")
+    parser.add_argument("--downstream-epochs", type=int, default=2)
     parser.add_argument("--label-fraction", type=float, default=0.34)
     parser.add_argument("--linear-lr", type=float, default=0.2)
     parser.add_argument("--finetune-lr", type=float, default=0.02)
