@@ -20,6 +20,7 @@ def main() -> None:
     parser.add_argument("--catalog", default=str(Path(__file__).resolve().parents[1] / "data_catalog.yaml"))
     parser.add_argument("--source", default="synth-transfer")
     parser.add_argument("--clip", type=float, default=5.0)
+    parser.add_argument("--runs", type=Path, default=Path(__file__).resolve().parents[1] / "runs" / "transfer", help="also: how far each pretraining run of the transfer experiment moved its backbone")
     args = parser.parse_args()
 
     import torch
@@ -54,7 +55,27 @@ def main() -> None:
         total = (norm(net.student) ** 2 + norm(net.heads) ** 2) ** 0.5
         scale = min(1.0, args.clip / total)
         result[methods] = {"global_norm": total, "clip_scale": scale, "student_step_norm_per_lr": norm(net.student) * scale}
+    result["backbone moved (relative L2 from the initialisation)"] = displacement(args.runs)
     print(json.dumps(result, indent=1))
+
+
+def displacement(runs: Path) -> dict:
+    """For each ``pretrain-<method>-s<seed>`` run: |backbone - its initialisation| / |initialisation|
+    (the initialisation is rebuilt from the seed, as ``train_pretrain`` creates the student first)."""
+    import torch
+
+    from models.student import Student
+
+    out = {}
+    for checkpoint in sorted(runs.glob("pretrain-*-s*/checkpoint.pt")):
+        seed = int(checkpoint.parent.name.rsplit("-s", 1)[1])
+        torch.manual_seed(seed)
+        init = Student().state_dict()
+        trained = torch.load(checkpoint, map_location="cpu", weights_only=False)["student"]
+        keys = [k for k in init if k.startswith("backbone.") and init[k].is_floating_point() and "running" not in k]
+        moved = sum(float(((trained[k] - init[k]) ** 2).sum()) for k in keys) ** 0.5
+        out[checkpoint.parent.name] = moved / sum(float((init[k] ** 2).sum()) for k in keys) ** 0.5
+    return out
 
 
 if __name__ == "__main__":
