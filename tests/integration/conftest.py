@@ -40,6 +40,9 @@ def local_env(**extra: str) -> dict[str, str]:
     """The test's environment (project-local PREFECT_HOME, analytics off: tests/conftest.py), with
     127.0.0.1 never sent through a proxy."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    # the run logs the test reads are INFO records: an hvd command run in-process by an earlier test
+    # sets PREFECT_LOGGING_LEVEL=WARNING in this process (flows.settings), which would drop them
+    env["PREFECT_LOGGING_LEVEL"] = "INFO"
     for key in ("NO_PROXY", "no_proxy"):
         env[key] = ",".join(filter(None, [env.get(key, ""), LOCAL, "localhost"]))
     env.pop("PREFECT_API_URL", None)
