@@ -3,10 +3,13 @@ overridden by a few CLI options, saved next to every run and inside every checkp
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
+from typing import get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from models.losses import LossConfig
 from pipeline.config_file import build_config, save_config
 from pipeline.pretrain_data import DataConfig
 
@@ -15,21 +18,13 @@ class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class LossSettings(_Config):
-    """Which losses train and their weights (METHOD.md section 6); IPV only is SLidR, PPKT only is
-    PPKT, IPV + BEV + depth is HVDistill as published."""
-
-    ipv: bool = True
-    bev: bool = True
-    depth: bool = True
-    ppkt: bool = False
-    ipv_weight: float = 1.0
-    bev_weight: float = 0.25
-    depth_weight: float = 60.0
-    ppkt_weight: float = 1.0
-    temperature: float = 0.07
-    bev_matches: int = 4096
-    ppkt_pairs: int = 4096
+# Which losses train and their weights (METHOD.md section 6): the fields of ``models.losses.LossConfig``,
+# as a validated config section. IPV only is SLidR, PPKT only is PPKT, IPV + BEV + depth is HVDistill.
+LossSettings = create_model(
+    "LossSettings",
+    __base__=_Config,
+    **{f.name: (get_type_hints(LossConfig)[f.name], f.default) for f in fields(LossConfig)},
+)
 
 
 class OptimConfig(_Config):
