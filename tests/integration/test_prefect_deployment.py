@@ -105,22 +105,20 @@ def test_prep_all_deployment_runs_on_a_worker_and_picks_up_new_scenes(prefect_se
 
         return wait_until(summaries, 120, "per-stage summaries in the run's log", on_timeout=processes.logs_tail)
 
-    first = run_and_wait()
-    for name in PREP_STAGES:
-        line = first[name]
-        assert line.startswith(f"{name}: 8 computed, 0 already done, 0 failed of 8 keyframes"), line
-        meta = read_meta(catalog.artifact(name).path)
-        assert meta.complete and meta.rows_done == meta.rows_total == 8
+    def check_run(computed: int, done: int) -> None:
+        """Trigger a run; every stage computed ``computed`` keyframes, skipped ``done``, and is complete."""
+        lines, total = run_and_wait(), computed + done
+        for name in PREP_STAGES:
+            assert lines[name].startswith(f"{name}: {computed} computed, {done} already done, 0 failed of {total} keyframes"), lines[name]
+            meta = read_meta(catalog.artifact(name).path)
+            assert meta.complete and meta.rows_done == meta.rows_total == total
+
+    check_run(computed=8, done=0)
     before = _row_chunks(catalog)
     assert {_row_of(k) for k in before} == set(range(8))
 
     generate(tiny_copy, replace(PRESETS["tiny"], n_scenes=3), seed=0, workers=1)  # a third scene: 4 keyframes
-    second = run_and_wait()
-    for name in PREP_STAGES:
-        line = second[name]
-        assert line.startswith(f"{name}: 4 computed, 8 already done, 0 failed of 12 keyframes"), line
-        meta = read_meta(catalog.artifact(name).path)
-        assert meta.complete and meta.rows_done == meta.rows_total == 12
+    check_run(computed=4, done=8)
     after = _row_chunks(catalog)
     assert {k: after.get(k) for k in before} == before  # no chunk of an old row was written again
     assert {_row_of(k) for k in set(after) - set(before)} == {8, 9, 10, 11}
