@@ -30,8 +30,7 @@ def eval_command(
     from pipeline.catalog import Catalog
 
     checkpoint = run / "checkpoint.pt" if run.is_dir() else run
-    net, cfg, _ = evaluate.load_model(checkpoint)
-    cat = Catalog.load(catalog or Path(cfg.data.catalog))
+    cat = Catalog.load(catalog) if catalog is not None else None  # None: the run's own catalog
     with progress_bar("eval", "keyframe") as bar:
         result = evaluate.evaluate(checkpoint, catalog=cat, source=source, split=split, max_examples=max_examples, num_workers=workers, on_progress=bar_updater(bar, split))
     console.print(seg_metrics.table(result), highlight=False)

@@ -45,7 +45,7 @@ def predict(net: SegmentationNet, batch: dict, device: torch.device) -> np.ndarr
 def evaluate(
     checkpoint: Path,
     *,
-    catalog,
+    catalog=None,
     source: str | None = None,
     split: str = "val",
     max_examples: int | None = None,
@@ -54,10 +54,14 @@ def evaluate(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """The segmentation report (``pipeline.seg_metrics.report``) of a checkpoint on a split, with
-    what was evaluated."""
+    what was evaluated; ``catalog``: the one the run was trained with unless given."""
     from pipeline.index import ensure_index
 
     net, config, where = load_model(checkpoint)
+    if catalog is None:
+        from pipeline.catalog import Catalog
+
+        catalog = Catalog.load(config.data.catalog)
     source = source or config.data.source
     index, _ = ensure_index(catalog, source)
     rows, scenes = select_rows(index, split, 1.0, max_examples)
