@@ -23,13 +23,12 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def pairs(stores, row: int, params, keep_rgb: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pairs(stores, opened: dict, row: int, params) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(features (P, C), rgb (P, 3), labels (P,)) of every paired point of an index row."""
     from pipeline import correspondences, teacher_cache
     from pipeline.seg_data import load_labels
     from pipeline.sensor_data import in_range, load_image, load_points
 
-    opened = stores.open()
     record = stores.index.record(row)
     points = load_points(record["lidar_path"])
     labels = load_labels(record["lidarseg_path"], len(points), record["token"])[in_range(points)]
@@ -51,7 +50,8 @@ def pairs(stores, row: int, params, keep_rgb: bool = True) -> tuple[np.ndarray, 
 
 
 def collect(stores, rows, params):
-    parts = [pairs(stores, int(r), params) for r in rows]
+    opened = stores.open()
+    parts = [pairs(stores, opened, int(r), params) for r in rows]
     return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
 
 
