@@ -139,8 +139,11 @@ def bev_loss(
 
 def depth_loss(depth_probs: Tensor, target_depth_m: Tensor) -> Tensor:
     """Binary cross-entropy between the depth distribution ``depth_probs`` (I, D, h, w) (softmax over
-    D = 118 bins) and the one-hot bin of ``target_depth_m`` (I, h, w) metres (0 = no target), summed
-    over bins and averaged over labelled cells (BEVDepth). Always float32, autocast or not."""
+    D = 118 bins) and the one-hot bin of ``target_depth_m`` (I, h, w) metres (0 = no target), on the
+    labelled cells only, **averaged over labelled cells x bins** -- the reference's
+    ``F.binary_cross_entropy(pred[fg], onehot[fg], reduction='mean')`` (METHOD.md section 6; the
+    weight 60 is applied by ``total``). Summing over the bins instead (BEVDepth's convention) is
+    118x larger and, at weight 60, drowns the student's gradient. Always float32, autocast or not."""
     n_images, n_bins, h, w = depth_probs.shape
     if n_bins != N_DEPTH_BINS or target_depth_m.shape != (n_images, h, w):
         raise ValueError(
@@ -150,11 +153,12 @@ def depth_loss(depth_probs: Tensor, target_depth_m: Tensor) -> Tensor:
     with torch.autocast(device_type=depth_probs.device.type, enabled=False):
         target_bin = depth_bin_index(target_depth_m.float())  # (I, h, w), -1 = unlabelled
         labelled = target_bin >= 0
+        if not bool(labelled.any()):
+            return _zero(depth_probs)
         probs = depth_probs.float().permute(0, 2, 3, 1)[labelled]  # (M, D)
         probs = probs.clamp(DEPTH_PROB_EPS, 1.0 - DEPTH_PROB_EPS)
         one_hot = F.one_hot(target_bin[labelled], n_bins).float()  # (M, D)
-        bce = F.binary_cross_entropy(probs, one_hot, reduction="sum")
-        return bce / labelled.sum().clamp(min=1)
+        return F.binary_cross_entropy(probs, one_hot, reduction="mean")  # over M x D
 
 
 # --- PPKT baseline ----------------------------------------------------------------------------------------

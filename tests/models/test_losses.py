@@ -255,6 +255,7 @@ def hand_probs() -> torch.Tensor:
     return p
 
 
+# BCE of one labelled cell, summed over its 118 bins; the loss is the mean over cells x bins
 HAND_BCE = -(math.log(0.5) + math.log(1 - 0.25) + 116 * math.log(1 - 0.25 / 116))
 UNIFORM_BCE = -(math.log(1 / 118) + 117 * math.log(1 - 1 / 118))
 
@@ -263,7 +264,9 @@ def test_depth_hand_case_one_labelled_cell():
     probs = torch.full((1, N_DEPTH_BINS, 1, 2), 1 / N_DEPTH_BINS)
     probs[0, :, 0, 0] = hand_probs()
     target = torch.tensor([[[2.3, 0.0]]])  # bin floor((2.3 - 1) / 0.5) = 2; second cell unlabelled
-    assert depth_loss(probs, target).item() == pytest.approx(HAND_BCE, rel=1e-5)
+    # the mean over 1 labelled cell x 118 bins: ~0.0138, where summing over the bins gave ~1.63
+    assert depth_loss(probs, target).item() == pytest.approx(HAND_BCE / 118, rel=1e-5)
+    assert 60 * depth_loss(probs, target).item() == pytest.approx(60 * HAND_BCE / 118, rel=1e-5)
 
 
 def test_depth_averages_labelled_cells_and_ignores_the_rest():
@@ -276,16 +279,45 @@ def test_depth_averages_labelled_cells_and_ignores_the_rest():
     probs[1, :, 1, 2] = 0.0
     probs[1, 117, 1, 2] = 1.0  # a confident, correct prediction: only the clamp's eps remains
     confident = -N_DEPTH_BINS * math.log(1 - 1e-6)
-    expected = (HAND_BCE + confident) / 2
+    expected = (HAND_BCE + confident) / (2 * N_DEPTH_BINS)
     assert depth_loss(probs, target).item() == pytest.approx(expected, rel=1e-4)
     probs[1, :, 1, 2] = 1 / N_DEPTH_BINS
-    assert depth_loss(probs, target).item() == pytest.approx((HAND_BCE + UNIFORM_BCE) / 2, rel=1e-5)
+    assert depth_loss(probs, target).item() == pytest.approx((HAND_BCE + UNIFORM_BCE) / (2 * N_DEPTH_BINS), rel=1e-5)
     # the ignored cells' predictions do not matter
     unlabelled = torch.ones(2, 2, 3, dtype=torch.bool)
     unlabelled[0, 0, 0] = unlabelled[1, 1, 2] = False
     other = probs.clone()
     other.permute(0, 2, 3, 1)[unlabelled] = torch.softmax(torch.randn(int(unlabelled.sum()), N_DEPTH_BINS, generator=g), dim=1)
     assert depth_loss(other, target).item() == pytest.approx(depth_loss(probs, target).item(), rel=1e-6)
+
+
+def test_depth_equals_an_independent_formula_on_random_inputs():
+    """-1/(M D) sum over labelled cells m and bins j of [y log p + (1 - y) log(1 - p)], y the one-hot
+    of floor((d - 1) / 0.5), written out with plain loops over cells; and the reference's call."""
+    g = torch.Generator().manual_seed(3)
+    probs = torch.softmax(2 * torch.randn(3, N_DEPTH_BINS, 4, 5, generator=g), dim=1).double()
+    target = 70 * torch.rand(3, 4, 5, generator=g, dtype=torch.float64)  # some < 1 m and >= 60 m: ignored
+    target[0, 0] = 0.0
+    total_bce, cells = 0.0, 0
+    for i in range(3):
+        for y in range(4):
+            for x in range(5):
+                d = float(target[i, y, x])
+                if not (1.0 <= d < 60.0):
+                    continue
+                j = math.floor((d - 1.0) / 0.5)
+                for b in range(N_DEPTH_BINS):
+                    p = min(max(float(probs[i, b, y, x]), 1e-6), 1 - 1e-6)
+                    total_bce -= math.log(p) if b == j else math.log(1 - p)
+                cells += 1
+    assert 0 < cells < 60
+    assert depth_loss(probs, target).item() == pytest.approx(total_bce / (cells * N_DEPTH_BINS), rel=1e-5)
+    # the reference: F.binary_cross_entropy(pred[fg], onehot[fg], reduction="mean")
+    fg = (target >= 1.0) & (target < 60.0)
+    onehot = torch.nn.functional.one_hot(((target - 1.0) / 0.5).floor().long().clamp(0, N_DEPTH_BINS - 1), N_DEPTH_BINS).double()
+    pred = probs.permute(0, 2, 3, 1).clamp(1e-6, 1 - 1e-6)
+    reference = torch.nn.functional.binary_cross_entropy(pred[fg], onehot[fg], reduction="mean")
+    assert depth_loss(probs, target).item() == pytest.approx(reference.item(), rel=1e-5)
 
 
 def test_depth_no_labelled_cell_is_a_zero_with_graph():
