@@ -53,15 +53,20 @@ def _run(train, cfg, label: str, **kwargs) -> dict:
             nonlocal task
             if task is None:
                 task = bar.add_task("", total=total)
-            losses = " ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k != "examples_per_s")
+            losses = " ".join(f"{k} {v:.3f}" for k, v in _losses(metrics).items())
             bar.update(task, completed=step, description=f"{losses} | {metrics['examples_per_s']:.2f} ex/s")
 
         result = train(cfg, catalog=cat, on_step=on_step, **kwargs)
     if result["first"]:
-        first = " ".join(f"{k} {v:.3f}" for k, v in result["first"].items() if k != "examples_per_s")
-        last = " ".join(f"{k} {v:.3f}" for k, v in result["last"].items() if k != "examples_per_s")
+        first = " ".join(f"{k} {v:.3f}" for k, v in _losses(result["first"]).items())
+        last = " ".join(f"{k} {v:.3f}" for k, v in _losses(result["last"]).items())
         console.print(f"{result['steps']} steps; first step: {first}; last step: {last}", highlight=False)
     return result
+
+
+def _losses(metrics: dict) -> dict:
+    """The loss values of a step's metrics (not its speed, not the gradient norms TensorBoard gets)."""
+    return {k: v for k, v in metrics.items() if k != "examples_per_s" and not k.startswith("grad_norm/")}
 
 
 def _overrides(catalog, source, out, max_steps) -> dict:

@@ -113,8 +113,8 @@ def train(
     model = nn.parallel.DistributedDataParallel(net) if world > 1 else net
     optimiser = _optimiser(net, config)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.optim.epochs)
-    scaler = torch.amp.GradScaler("cuda", enabled=config.run.amp and device.type == "cuda")
-    loop = Loop(config, net=net, model=model, optimiser=optimiser, scheduler=scheduler, scaler=scaler, device=device, n_examples=len(dataset), tag="finetune")
+    groups = {"head": list(net.head.parameters())} | ({} if linear else {"backbone": list(net.backbone.parameters())})
+    loop = Loop(config, net=net, model=model, optimiser=optimiser, scheduler=scheduler, device=device, n_examples=len(dataset), tag="finetune", groups=groups)
     if loop.batches_per_epoch == 0:
         raise HvdError(f"{len(dataset)} training keyframes ({len(scenes)} scenes) is less than one batch of {config.data.batch_size} per process")
 

@@ -39,6 +39,16 @@ class PretrainNet(nn.Module):
             self.register_buffer("pca_mean", pca[0], persistent=False)
             self.register_buffer("pca_components", pca[1], persistent=False)
 
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The groups whose gradient norms are logged (and, when asked for, clipped) separately."""
+        return {
+            "student_backbone": list(self.student.backbone.parameters()),
+            "student_heads": list(self.student.final_1.parameters()) + list(self.student.bev_head.parameters()),
+            "decoder": list(self.heads.decoder.parameters()),
+            "bridge": list(self.heads.bridge.parameters()),
+            "depth_net": list(self.heads.depthnet.parameters()),
+        }
+
     def forward(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
         device = next(self.parameters()).device
         out = self.student(sparse_input(batch["coords"], [f.to(device) for f in batch["feats"]]))  # coords follow the feats
@@ -68,6 +78,18 @@ def loss_config(settings) -> LossConfig:
     return LossConfig(**settings.model_dump())
 
 
+def build_net(config: PretrainConfig, stores: Stores) -> PretrainNet:
+    """The student and teacher heads, initialised from ``config.run.seed`` (the same seed gives the
+    same initial weights whatever losses are switched on), on the teacher cache's grid and basis."""
+    teacher = stores.artifacts["teacher_cache"].params
+    pca = None
+    if teacher.pca_channels:
+        tc = stores.open()["teacher_cache"]
+        pca = (torch.from_numpy(tc.read_shared("pca_mean")), torch.from_numpy(tc.read_shared("pca_components")))
+    torch.manual_seed(config.run.seed)
+    return PretrainNet(loss_config(config.losses), tuple(teacher.input_size), teacher.output_stride, pca)
+
+
 def train(
     config: PretrainConfig,
     *,
@@ -80,15 +102,8 @@ def train(
     rank, world = rank_world()
     stores: Stores = open_stores(catalog, config.data.source)
     dataset = PretrainDataset(stores, config.data, seed=config.run.seed)
-    teacher = stores.artifacts["teacher_cache"].params
-    pca = None
-    if teacher.pca_channels:
-        tc = stores.open()["teacher_cache"]
-        pca = (torch.from_numpy(tc.read_shared("pca_mean")), torch.from_numpy(tc.read_shared("pca_components")))
-
-    torch.manual_seed(config.run.seed)
     losses = loss_config(config.losses)
-    net = PretrainNet(losses, tuple(teacher.input_size), teacher.output_stride, pca).to(device)
+    net = build_net(config, stores).to(device)
     if world > 1 and device.type == "cuda":
         from models.minkowski import ME
 
@@ -97,8 +112,7 @@ def train(
     model = nn.parallel.DistributedDataParallel(net, find_unused_parameters=True) if world > 1 else net
     optimiser = torch.optim.SGD(model.parameters(), lr=config.optim.lr, momentum=config.optim.momentum, dampening=config.optim.dampening, weight_decay=config.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.optim.epochs)
-    scaler = torch.amp.GradScaler("cuda", enabled=config.run.amp and device.type == "cuda")
-    loop = Loop(config, net=net, model=model, optimiser=optimiser, scheduler=scheduler, scaler=scaler, device=device, n_examples=len(dataset), tag="pretrain")
+    loop = Loop(config, net=net, model=model, optimiser=optimiser, scheduler=scheduler, device=device, n_examples=len(dataset), tag="pretrain", groups=net.parameter_groups())
 
     state = loop.resume() if resume else None
     if state is not None:

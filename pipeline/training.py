@@ -105,18 +105,51 @@ def rank_checksums(net: nn.Module) -> list[str]:
     return gathered
 
 
+def autocast_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
+    """The mixed-precision dtype of a run: None (fp32, the paper's setting) unless ``amp`` is asked
+    for on a GPU; then bfloat16 where the GPU supports it, else float16 (with gradient scaling).
+    The CPU always trains in fp32 (MinkowskiEngine's CPU kernels have no half-precision path)."""
+    if not amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def group_grad_norms(groups: dict[str, list[nn.Parameter]]) -> dict[str, float]:
+    """L2 norm of the gradient of each parameter group (parameters without a gradient count 0)."""
+    norms = {}
+    for name, params in groups.items():
+        grads = [p.grad.detach().float().pow(2).sum() for p in params if p.grad is not None]
+        norms[name] = float(torch.stack(grads).sum().sqrt()) if grads else 0.0
+    return norms
+
+
+def clip_gradients(groups: dict[str, list[nn.Parameter]], max_norm: float, scope: str) -> None:
+    """Clip each group's gradient norm to ``max_norm`` on its own (``scope="group"``), so one group's
+    large gradient (the depth net's) cannot shrink another's (the student's); or all of them as one
+    vector (``scope="global"``, torch's usual ``clip_grad_norm_``)."""
+    if scope == "global":
+        torch.nn.utils.clip_grad_norm_([p for params in groups.values() for p in params], max_norm)
+        return
+    for params in groups.values():
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+
 class Loop:
     """The loop both trainings run: epochs of a seeded per-rank batch order, one optimiser step per
-    batch (autocast and gradient scaling on a GPU, optional gradient clipping), TensorBoard scalars,
-    an atomic checkpoint every ``checkpoint_every`` steps and at the end, the cosine schedule stepped
-    per epoch, and exact resume (position in the data, random states).
+    batch (fp32, or autocast on a GPU when asked for), the gradient norm of every parameter group
+    logged before any clipping (optional, per group), TensorBoard scalars, an atomic checkpoint every
+    ``checkpoint_every`` steps and at the end, the cosine schedule stepped per epoch, and exact resume
+    (position in the data, random states).
 
     ``config`` is a run config with ``data`` (batch_size, num_workers), ``optim`` (epochs, optionally
-    clip_grad_norm) and ``run`` (out_dir, seed, max_steps, checkpoint_every, log_every)."""
+    clip_grad_norm and clip_scope) and ``run`` (out_dir, seed, max_steps, checkpoint_every, log_every,
+    amp); ``groups`` names the parameter groups whose gradient norms are logged (and clipped)."""
 
-    def __init__(self, config, *, net: nn.Module, model: nn.Module, optimiser, scheduler, scaler, device: torch.device, n_examples: int, tag: str) -> None:
+    def __init__(self, config, *, net: nn.Module, model: nn.Module, optimiser, scheduler, device: torch.device, n_examples: int, tag: str, groups: dict[str, list[nn.Parameter]]) -> None:
         self.config, self.net, self.model, self.device, self.tag = config, net, model, device, tag
-        self.optimiser, self.scheduler, self.scaler = optimiser, scheduler, scaler
+        self.optimiser, self.scheduler, self.groups = optimiser, scheduler, groups
+        self.amp_dtype = autocast_dtype(config.run.amp, device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.rank, self.world = rank_world()
         self.run_dir = Path(config.run.out_dir)
         self.n_examples = n_examples
@@ -184,18 +217,20 @@ class Loop:
         seed = step_seed(self.config.run.seed, self.step, self.rank)  # dropout, sampled matches
         torch.manual_seed(seed)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.scaler.is_enabled()):
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             parts, loss = compute(batch, generator)
         self.optimiser.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimiser)  # a no-op without float16 scaling: norms are of the true gradients
+        norms = group_grad_norms(self.groups)  # before any clipping
         clip = getattr(self.config.optim, "clip_grad_norm", None)
         if clip:
-            self.scaler.unscale_(self.optimiser)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            clip_gradients(self.groups, clip, getattr(self.config.optim, "clip_scope", "group"))
         self.scaler.step(self.optimiser)
         self.scaler.update()
         self.step, self.done_in_epoch = self.step + 1, self.done_in_epoch + 1
         metrics = {k: float(v.detach()) for k, v in parts.items()} | {"total": float(loss.detach())}
+        metrics |= {f"grad_norm/{name}": value for name, value in norms.items()}
         metrics["examples_per_s"] = batch["size"] * self.world / (time.perf_counter() - start)
         return metrics
 

@@ -1,5 +1,7 @@
-"""Pretraining from the stores: every enabled loss goes down, a killed run resumes to the very
-weights of an uninterrupted one, and two torchrun processes (gloo) end with identical weights."""
+"""Pretraining from the stores: every enabled loss goes down while the student's backbone moves, the
+depth and BEV losses do not throttle the student, the per-group gradient norms reach TensorBoard, a
+killed run resumes to the very weights of an uninterrupted one, and two torchrun processes (gloo) end
+with identical weights."""
 
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ import torch
 import yaml
 
 from pipeline import pretrain_config
-from pipeline.train_pretrain import train
+from pipeline.pretrain_data import open_stores
+from pipeline.train_pretrain import build_net, train
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,22 +26,70 @@ REPO = Path(__file__).resolve().parents[2]
 def _config(catalog, out: Path, **run) -> dict:
     return {
         "data": {"catalog": str(catalog.path), "source": "tiny", "batch_size": 1, "num_workers": 0, "max_examples": 2, "augment": {"enabled": False}},
-        "optim": {"lr": 0.1, "epochs": 100, "clip_grad_norm": 5.0},
+        "optim": {"lr": 0.1, "epochs": 100},
         "run": {"out_dir": str(out), **run},
     }
 
 
+GROUPS = ("student_backbone", "student_heads", "decoder", "bridge", "depth_net")
+
+
+def _initial_backbone(catalog, data: dict) -> dict:
+    config = pretrain_config.build(None, None, data)
+    return build_net(config, open_stores(catalog, config.data.source)).student.backbone.state_dict()
+
+
+def _moved(initial: dict, run_dir: Path) -> float:
+    """|backbone - initial| / |initial| over the backbone's parameters (not BatchNorm statistics)."""
+    trained = torch.load(run_dir / "checkpoint.pt", weights_only=False)["student"]
+    keys = [k for k in initial if initial[k].is_floating_point() and "running" not in k]
+    moved = sum(float(((trained[f"backbone.{k}"] - initial[k]) ** 2).sum()) for k in keys) ** 0.5
+    return moved / sum(float((initial[k] ** 2).sum()) for k in keys) ** 0.5
+
+
+def _scalars(run_dir: Path) -> dict[str, list[float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
 def test_every_enabled_loss_goes_down(tiny_stores, tmp_path):
-    """Overfitting one keyframe (fixed seed, no augmentation): each loss ends clearly lower."""
+    """Overfitting one keyframe (fixed seed, no augmentation, no clipping): each loss ends clearly
+    lower, the student's backbone weights changed, and TensorBoard holds the gradient norm of every
+    parameter group at every step."""
     data = _config(tiny_stores, tmp_path / "run", max_steps=10, checkpoint_every=10)
     data["data"]["max_examples"] = 1
+    initial = _initial_backbone(tiny_stores, data)
     result = train(pretrain_config.build(None, None, data), catalog=tiny_stores)
     first, last = result["first"], result["last"]
     for name in ("ipv", "bev", "depth"):
         assert last[name] < 0.96 * first[name], (name, first[name], last[name])
+    assert _moved(initial, tmp_path / "run") > 1e-3
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["optim"]["lr"] == 0.1 and saved["losses"]["depth_weight"] == 60.0
-    assert any((tmp_path / "run" / "tensorboard").iterdir())
+    assert saved["optim"]["clip_grad_norm"] is None and saved["run"]["amp"] is False
+    scalars = _scalars(tmp_path / "run")
+    for group in GROUPS:
+        norms = scalars[f"pretrain/grad_norm/{group}"]
+        assert len(norms) == 10 and all(n > 0 for n in norms), (group, norms)
+    assert first["grad_norm/student_backbone"] > 0
+
+
+def test_depth_and_bev_losses_do_not_throttle_the_student(tiny_stores, tmp_path):
+    """Same initialisation, seed and batches, no clipping: under HVDistill (IPV + BEV + depth) the
+    backbone moves at least half as far as under IPV alone (SLidR). A global gradient clip or a depth
+    loss on the wrong scale leaves the HVDistill student at a few per cent of SLidR's step."""
+    moved = {}
+    for name, losses in {"ipv": {"bev": False, "depth": False}, "hvdistill": {}}.items():
+        data = _config(tiny_stores, tmp_path / name, max_steps=3, checkpoint_every=3)
+        data["losses"] = losses
+        initial = _initial_backbone(tiny_stores, data)
+        train(pretrain_config.build(None, None, data), catalog=tiny_stores)
+        moved[name] = _moved(initial, tmp_path / name)
+    assert moved["ipv"] > 1e-3
+    assert moved["hvdistill"] >= 0.5 * moved["ipv"], moved
 
 
 def _run(args: list[str], env: dict, **kw):
