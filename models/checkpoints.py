@@ -1,5 +1,7 @@
-"""Loading self-supervised ResNet-50 checkpoints into ``models.resnet.ResNet50``, whatever format
-their publisher saved them in. Nothing is downloaded: the user gives a file.
+"""Loading checkpoints into the teacher encoder -- self-supervised ResNet-50 checkpoints into
+``models.resnet.ResNet50``, whatever format their publisher saved them in, and torchvision's
+ImageNet MobileNetV2 into ``models.mobilenet.MobileNetV2``. Nothing is downloaded: the user gives a
+file (``scripts/fetch_teacher_weights.sh`` fetches the MobileNetV2 one).
 
 Detected formats (in this order):
 
@@ -8,11 +10,18 @@ Detected formats (in this order):
 - ``swav``: SwAV / DeepCluster-v2 -- ``module.``-prefixed keys with ``projection_head.*`` and
   ``prototypes*`` heads, which are dropped;
 - ``dino-full``: a DINO training checkpoint -- ``{"teacher": {"backbone.*", "head.*"}}``;
+- ``torchvision-mobilenet_v2``: torchvision's MobileNetV2 -- ``features.*`` and a ``classifier.*``
+  head, which is dropped;
 - ``torchvision``: a plain torchvision state dict (``fc`` dropped), also DINO's released ResNet-50
   (no ``fc``) and any plain or ``model``-wrapped state dict.
 
+A checkpoint whose key names say it is for the other architecture (MobileNetV2 weights for a
+ResNet-50 encoder, or the reverse) is an error that says which encoder to choose.
+
 Keys that are neither a known head nor a parameter of the model, and parameters the checkpoint
-lacks, are an error that lists them, unless ``allow_mismatch`` is set.
+lacks, are an error that lists them, unless ``allow_mismatch`` is set. BatchNorm's
+``num_batches_tracked`` counters are not required (older torchvision files lack them; a frozen
+teacher never reads them).
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ import torch
 from torch import nn
 
 HEADS = ("fc.", "projection_head.", "prototypes", "head.")
+MOBILENET_HEADS = ("classifier.",)
+ARCHITECTURES = {"resnet50": "ResNet-50", "mobilenet_v2": "MobileNetV2"}  # ``arch`` of the encoder classes
 
 
 class CheckpointError(Exception):
@@ -63,6 +74,16 @@ def _strip(state: dict, prefix: str) -> dict:
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
+def architecture(keys) -> str | None:
+    """The encoder a state dict with these key names is for (an ``ARCHITECTURES`` key), or None."""
+    keys = list(keys)
+    if any(k.startswith("features.") for k in keys) and not any(k.startswith("layer") for k in keys):
+        return "mobilenet_v2"
+    if any(k.startswith(("layer1.", "layer4.")) for k in keys):
+        return "resnet50"
+    return None
+
+
 def normalise(checkpoint: dict) -> tuple[dict[str, torch.Tensor], str, list[str]]:
     """(backbone state dict with torchvision names, detected format, dropped head keys)."""
     state, container = _unwrap(checkpoint)
@@ -80,8 +101,11 @@ def normalise(checkpoint: dict) -> tuple[dict[str, torch.Tensor], str, list[str]
         fmt = "swav" if any(k.startswith(("projection_head.", "prototypes")) for k in state) else "torchvision (module.)"
     else:
         fmt = "torchvision" if container != "model" else "torchvision (model)"
-    heads = [k for k in state if k.startswith(HEADS)]
-    return {k: v for k, v in state.items() if not k.startswith(HEADS)}, fmt, heads
+    drop = HEADS
+    if architecture(state) == "mobilenet_v2":
+        fmt, drop = fmt.replace("torchvision", "torchvision-mobilenet_v2"), HEADS + MOBILENET_HEADS
+    heads = [k for k in state if k.startswith(drop)]
+    return {k: v for k, v in state.items() if not k.startswith(drop)}, fmt, heads
 
 
 def load_encoder_weights(model: nn.Module, path: str | Path, *, allow_mismatch: bool = False) -> LoadReport:
@@ -96,15 +120,22 @@ def load_encoder_weights(model: nn.Module, path: str | Path, *, allow_mismatch: 
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path}: expected a state dict or a dict holding one, found {type(checkpoint).__name__}")
     state, fmt, heads = normalise(checkpoint)
+    found, wanted = architecture(state), getattr(model, "arch", None)
+    if found and wanted and found != wanted:
+        raise CheckpointError(
+            f"{path} holds {ARCHITECTURES[found]} weights ({fmt} format) but the teacher encoder is a "
+            f"{ARCHITECTURES[wanted]}: choose `encoder: {found}` (teacher_cache params) for this file, "
+            f"or give a {ARCHITECTURES[wanted]} checkpoint"
+        )
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
+    missing = sorted(k for k in set(expected) - set(state) if not k.endswith("num_batches_tracked"))
     unexpected = sorted(set(state) - set(expected))
     shapes = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
     if shapes:
         raise CheckpointError(f"{path}: shape mismatch for {', '.join(f'{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}' for k in shapes[:10])}")
     if (missing or unexpected) and not allow_mismatch:
         raise CheckpointError(
-            f"{path} ({fmt} format) does not match a ResNet-50: "
+            f"{path} ({fmt} format) does not match a {ARCHITECTURES.get(wanted, type(model).__name__)}: "
             + (f"missing keys: {', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}; " if missing else "")
             + (f"unexpected keys: {', '.join(unexpected[:20])}{' ...' if len(unexpected) > 20 else ''}; " if unexpected else "")
             + "pass allow_mismatch (--allow-mismatch) to load it anyway"

@@ -9,7 +9,7 @@ dilation, the following blocks use the new one. Input: RGB in [0, 1], ImageNet-n
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 from torch import nn
@@ -17,7 +17,18 @@ from torch import nn
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OutputStride = Literal[4, 8, 16, 32]
+Encoder = TypeVar("Encoder", bound=nn.Module)
 _DILATE = {32: (False, False, False), 16: (False, False, True), 8: (False, True, True), 4: (True, True, True)}
+
+
+def initialise(model: nn.Module, *, mode: Literal["fan_in", "fan_out"]) -> None:
+    """He-normal conv weights over each conv's fan-in or fan-out, BatchNorm as the identity."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
 
 class Bottleneck(nn.Module):
@@ -48,6 +59,9 @@ class ResNet50(nn.Module):
     """The convolutional trunk of ResNet-50 (no pooling, no classifier): (B, 3, H, W) in [0, 1]
     -> (B, 2048, H / s, W / s) for output stride s."""
 
+    arch = "resnet50"
+    out_channels = 2048
+
     def __init__(self, *, output_stride: OutputStride = 4) -> None:
         super().__init__()
         if output_stride not in _DILATE:
@@ -65,7 +79,7 @@ class ResNet50(nn.Module):
         self.layer2 = self._stage(128, 4, stride=2, dilate=dilate[0])
         self.layer3 = self._stage(256, 6, stride=2, dilate=dilate[1])
         self.layer4 = self._stage(512, 3, stride=2, dilate=dilate[2])
-        self._initialise()
+        initialise(self, mode="fan_out")  # torchvision's (used when no checkpoint is given)
 
     def _stage(self, planes: int, blocks: int, *, stride: int, dilate: bool) -> nn.Sequential:
         previous = self._dilation
@@ -81,23 +95,15 @@ class ResNet50(nn.Module):
         layers += [Bottleneck(out, planes, dilation=self._dilation) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
-    def _initialise(self) -> None:
-        """torchvision's initialisation (used when no checkpoint is given)."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         x = (rgb - self.mean) / self.std
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-def frozen_teacher(encoder: ResNet50) -> ResNet50:
-    """The encoder as a teacher: eval mode (BatchNorm uses its running statistics), no gradients."""
+def frozen_teacher(encoder: Encoder) -> Encoder:
+    """The encoder (``ResNet50`` or ``models.mobilenet.MobileNetV2``) as a teacher: eval mode
+    (BatchNorm uses its running statistics), no gradients."""
     encoder.eval()
     for p in encoder.parameters():
         p.requires_grad_(False)

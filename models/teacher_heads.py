@@ -1,14 +1,16 @@
 """The trainable parts of the teacher (METHOD.md section 5) on top of the cached frozen encoder
 features, and the ``TeacherHeads`` module that chains them with the LSS transform:
 
-    cached features (I, 2048 | C', h, w)
+    cached features (I, C | C', h, w)
       -> Decoder   -> pixel features (I, 64, 4h, 4w), L2-normalised      (IPV targets)
-      -> Bridge    -> (I, 2048, h, w)                                    (back to the cached grid)
+      -> Bridge    -> (I, C, h, w)                                       (back to the cached grid)
       -> DepthNet  -> depth probabilities (I, D, h, w), context (I, 64, h, w)
       -> bev_pool  -> (B, 64, 256, 256), L2-normalised over channels       (BEV targets)
 
 ``I`` counts camera images over the whole batch (6 per example); ``image_batch`` (I,) says which
-example each image belongs to.
+example each image belongs to. ``C`` is the frozen encoder's channel count, ``in_channels`` of every
+module here: 2048 for ResNet-50 (the paper's), 1280 for MobileNetV2 -- the teacher cache's
+``TeacherCacheParams.encoder_channels``; ``C'`` that of its optional PCA.
 """
 
 from __future__ import annotations
@@ -37,12 +39,13 @@ def camera_vector(intrinsics: torch.Tensor, img_aug: torch.Tensor, cam_to_ego: t
 
 
 class Decoder(nn.Module):
-    """1x1 conv 2048 -> 64, bilinear upsampling, L2 normalisation: the IPV pixel features.
+    """1x1 conv C -> 64 (C = ``in_channels``), bilinear upsampling, L2 normalisation: the IPV pixel
+    features.
 
-    With ``pca = (mean (2048,), components (C', 2048))`` the input holds PCA codes (C' channels)
+    With ``pca = (mean (C,), components (C', C))`` the input holds PCA codes (C' channels)
     and the conv acts exactly as on the restored features ``components^T code + mean``: its
-    weight and bias are composed with the basis (W components^T, W mean + b), so the 2048
-    channels are never rebuilt and the parameter keeps its (64, 2048, 1, 1) shape."""
+    weight and bias are composed with the basis (W components^T, W mean + b), so the C
+    channels are never rebuilt and the parameter keeps its (64, C, 1, 1) shape."""
 
     def __init__(self, *, in_channels: int = 2048, out_channels: int = 64, upsample: int = 4) -> None:
         super().__init__()
@@ -50,7 +53,7 @@ class Decoder(nn.Module):
         self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=True)
 
     def forward(self, features: torch.Tensor, pca: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        weight, bias = self.conv.weight.flatten(1), self.conv.bias  # (64, 2048), (64,)
+        weight, bias = self.conv.weight.flatten(1), self.conv.bias  # (64, C), (64,)
         if pca is not None:
             mean, components = (torch.as_tensor(t, dtype=weight.dtype, device=weight.device) for t in pca)
             if components.shape != (features.shape[1], weight.shape[1]) or mean.shape != (weight.shape[1],):
@@ -69,8 +72,9 @@ class Decoder(nn.Module):
 
 class Bridge(nn.Module):
     """Decoder output back to an encoder-like map on the cached grid: conv 2x2/s2 64 -> 128, BN,
-    ReLU, conv 3x3/s2 128 -> 2048, BN: (I, 64, H, W) -> (I, 2048, H/4, W/4). Its BatchNorms train
-    normally (the reference leaves them in eval mode by accident)."""
+    ReLU, conv 3x3/s2 128 -> C, BN: (I, 64, H, W) -> (I, C, H/4, W/4), C = ``out_channels``, the
+    encoder's channel count. Its BatchNorms train normally (the reference leaves them in eval mode
+    by accident)."""
 
     def __init__(self, *, in_channels: int = 64, mid_channels: int = 128, out_channels: int = 2048) -> None:
         super().__init__()
@@ -95,7 +99,9 @@ class HeadsOutput:
 
 class TeacherHeads(nn.Module):
     """Decoder, bridge and depth net; ``forward`` turns cached features into the IPV pixel targets,
-    the depth distribution (for the depth loss) and the BEV targets."""
+    the depth distribution (for the depth loss) and the BEV targets. ``in_channels``: the frozen
+    encoder's channel count C (``TeacherCacheParams.encoder_channels``), whether or not the cache
+    holds a PCA of it."""
 
     def __init__(self, *, in_channels: int = 2048, feature_dim: int = 64, depth_bins: int = N_DEPTH_BINS) -> None:
         super().__init__()
@@ -105,7 +111,7 @@ class TeacherHeads(nn.Module):
 
     def forward(
         self,
-        features: torch.Tensor,  # (I, 2048 | C', h, w) cached encoder features (or PCA codes)
+        features: torch.Tensor,  # (I, C | C', h, w) cached encoder features (or PCA codes)
         camera: torch.Tensor,  # (I, 22) camera_vector
         cells: torch.Tensor,  # (I, D, h, w) long, flat BEV cell of each frustum point, -1 outside
         image_batch: torch.Tensor,  # (I,) long, example of each image
@@ -118,7 +124,7 @@ class TeacherHeads(nn.Module):
         pixel = self.decoder(features, pca)  # (I, 64, 4h, 4w)
         if not lss:
             return HeadsOutput(pixel_features=pixel, depth_probs=None, bev=None)
-        x = self.bridge(pixel)  # (I, 2048, h, w)
+        x = self.bridge(pixel)  # (I, C, h, w)
         if x.shape[-2:] != cells.shape[-2:]:
             raise ValueError(f"frustum cells are on a {tuple(cells.shape[-2:])} grid, the features on {tuple(x.shape[-2:])}")
         depth, context = self.depthnet(x, camera)  # (I, D, h, w), (I, 64, h, w)

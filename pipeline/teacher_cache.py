@@ -1,11 +1,14 @@
 """The teacher cache: the frozen image encoder's output for every camera image, computed once and
 read by training instead of running the teacher on every step (METHOD.md section 5).
 
-Each full image is resized to ``input_size`` and encoded by a dilated ResNet-50 (``models.resnet``)
-with the user's self-supervised weights. The (2048, h, w) features are stored as float16 (or
-bfloat16 bits), one chunk per image, optionally projected to ``pca_channels`` with a PCA basis
-fitted once on a sample of images and kept in the store (``shared/pca_mean``, ``shared/pca_components``).
-Without weights, a seeded random initialisation stands in: for trying the pipeline, not for results.
+Each full image is resized to ``input_size`` and encoded by the chosen ``encoder``, dilated to
+``output_stride``: a ResNet-50 (``models.resnet``, 2048 channels) with the user's self-supervised
+weights, or a MobileNetV2 (``models.mobilenet``, 1280 channels) with torchvision's ImageNet weights
+(``scripts/fetch_teacher_weights.sh``). The (C, h, w) features, C = ``encoder_channels``, are
+stored as float16 (or bfloat16 bits), one chunk per image, optionally projected to
+``pca_channels`` with a PCA basis fitted once on a sample of images and kept in the store
+(``shared/pca_mean``, ``shared/pca_components``). Without weights, a seeded random initialisation
+stands in: for trying the pipeline, not for results.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from functools import cached_property, lru_cache
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 from pipeline.rowstore import ArraySpec, RowStore
 from pipeline.sensor_data import load_image
@@ -25,30 +28,35 @@ from pipeline.stages import StageInfo
 
 VERSION = 1
 N_CAMERAS = 6
+ENCODER_CHANNELS = {"resnet50": 2048, "mobilenet_v2": 1280}
+MOBILENET_WEIGHTS = "mobilenet_v2-b0353104.pth"  # torchvision's file, as scripts/fetch_teacher_weights.sh saves it
 RANDOM_WEIGHTS_WARNING = "teacher weights: RANDOM initialisation (no checkpoint given) -- these features are for trying the pipeline, not for results"
 
 
 class TeacherCacheParams(BaseModel):
-    """``weights``: a ResNet-50 checkpoint (torchvision, MoCo, SwAV, DeepCluster-v2, DINO), its
-    sha256 part of the fingerprint; None: random initialisation from ``seed``."""
+    """``encoder``: the frozen image network. ``weights``: a checkpoint for it -- for ``resnet50``
+    a torchvision, MoCo, SwAV, DeepCluster-v2 or DINO file; for ``mobilenet_v2`` torchvision's
+    ImageNet file -- its sha256 part of the fingerprint; None: random initialisation from ``seed``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    encoder: Literal["resnet50", "mobilenet_v2"] = "resnet50"
     weights: str | None = None
     allow_mismatch: bool = False
     seed: int = 0
     input_size: tuple[int, int] = (224, 416)
     output_stride: Literal[4, 8, 16, 32] = 4
-    pca_channels: int | None = Field(None, ge=1, le=2048)
+    pca_channels: int | None = Field(None, ge=1)
     pca_images: int = Field(32, ge=2)
     dtype: Literal["float16", "bfloat16"] = "float16"
 
-    @field_validator("weights")
-    @classmethod
-    def _weights_exist(cls, path: str | None) -> str | None:
-        if path is not None and not os.path.isfile(path):
-            raise ValueError(f"teacher weights {path} not found (give an absolute path, or one relative to where hvd runs)")
-        return path
+    @model_validator(mode="after")
+    def _check(self) -> TeacherCacheParams:
+        if self.weights is not None and not os.path.isfile(self.weights):
+            raise ValueError(missing_weights_message(self.weights, self.encoder))
+        if self.pca_channels is not None and self.pca_channels > self.encoder_channels:
+            raise ValueError(f"pca_channels {self.pca_channels} exceeds the {self.encoder_channels} channels of {self.encoder}: choose at most {self.encoder_channels}")
+        return self
 
     @computed_field
     @cached_property
@@ -61,8 +69,14 @@ class TeacherCacheParams(BaseModel):
         return self.input_size[0] // self.output_stride, self.input_size[1] // self.output_stride
 
     @property
+    def encoder_channels(self) -> int:
+        """Channels of the encoder's output: 2048 (ResNet-50) or 1280 (MobileNetV2)."""
+        return ENCODER_CHANNELS[self.encoder]
+
+    @property
     def channels(self) -> int:
-        return self.pca_channels or 2048
+        """Channels stored per image: the PCA's, else the encoder's."""
+        return self.pca_channels or self.encoder_channels
 
 
 STAGE = StageInfo(
@@ -70,14 +84,22 @@ STAGE = StageInfo(
     version=VERSION,
     params=TeacherCacheParams,
     suffix=".zarr",
-    description="frozen ResNet-50 features per camera image (float16, optional PCA)",
+    description="frozen image-encoder features per camera image (ResNet-50: 2048, MobileNetV2: 1280 channels; float16, optional PCA)",
 )
+
+
+def missing_weights_message(path: str, encoder: str = "resnet50") -> str:
+    """What to do when the weights file is not there."""
+    text = f"teacher weights {path} not found (give an absolute path, or one relative to where hvd runs)"
+    if encoder == "mobilenet_v2" or os.path.basename(path) == MOBILENET_WEIGHTS:
+        text += f"; torchvision's MobileNetV2 weights are fetched by scripts/fetch_teacher_weights.sh (into data/weights/{MOBILENET_WEIGHTS})"
+    return text
 
 
 def file_sha256(path: str) -> str:
     """sha256 of a weights file (read in full: a size or timestamp cannot prove the content)."""
     if not os.path.isfile(path):
-        raise ValueError(f"teacher weights {path} not found (give an absolute path, or one relative to where hvd runs)")
+        raise ValueError(missing_weights_message(path))
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -100,10 +122,15 @@ def encoder(params: TeacherCacheParams):
     import torch
 
     from models.checkpoints import load_encoder_weights
+    from models.mobilenet import MobileNetV2
     from models.resnet import ResNet50, frozen_teacher
 
     torch.manual_seed(params.seed)
-    model = ResNet50(output_stride=params.output_stride)
+    match params.encoder:
+        case "resnet50":
+            model = ResNet50(output_stride=params.output_stride)
+        case "mobilenet_v2":
+            model = MobileNetV2(output_stride=params.output_stride)
     report = load_encoder_weights(model, params.weights, allow_mismatch=params.allow_mismatch) if params.weights else None
     model = frozen_teacher(model)
     if torch.cuda.is_available():
@@ -115,9 +142,10 @@ _CPU_ENCODE = threading.Lock()
 
 
 def encode(params: TeacherCacheParams, images: np.ndarray) -> np.ndarray:
-    """(B, 2048, h, w) float32 features of (B, H, W, 3) uint8 images already at ``input_size``.
-    Channels-last everywhere; float16 autocast on a GPU; float32 on the CPU, where channels-last
-    is 1.3x faster than NCHW and bfloat16 would exceed float16 storage precision (bench/teacher.py).
+    """(B, C, h, w) float32 features (C = ``encoder_channels``) of (B, H, W, 3) uint8 images
+    already at ``input_size``. Channels-last everywhere; float16 autocast on a GPU; float32 on the
+    CPU, where channels-last is 1.3x faster than NCHW and bfloat16 would exceed float16 storage
+    precision (bench/teacher.py, measured with ResNet-50).
 
     On the CPU the network runs on one thread: its convolutions round differently with another
     thread count, and the cache must not depend on where it was computed. Dask workers run one
@@ -169,12 +197,12 @@ def _images(record: dict, params: TeacherCacheParams) -> np.ndarray:
 
 
 def project(features: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
-    """(B, 2048, h, w) -> (B, C', h, w) coordinates in the PCA basis."""
+    """(B, C, h, w) -> (B, C', h, w) coordinates in the PCA basis (C the encoder's channels)."""
     return np.einsum("kc,bchw->bkhw", components, features - mean[None, :, None, None], optimize=True)
 
 
 def restore(codes: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
-    """(..., C', h, w) -> (..., 2048, h, w): the PCA reconstruction."""
+    """(..., C', h, w) -> (..., C, h, w): the PCA reconstruction (C the encoder's channels)."""
     return np.einsum("kc,...khw->...chw", components, codes, optimize=True) + mean[:, None, None]
 
 
@@ -194,7 +222,7 @@ def _fit_pca(index, params: TeacherCacheParams, rng: np.random.Generator) -> dic
     cov = np.cov(fit - mean, rowvar=False)
     values, vectors = np.linalg.eigh(cov)
     order = np.argsort(values)[::-1][: params.pca_channels]
-    components = vectors[:, order].T  # (C', 2048), orthonormal rows
+    components = vectors[:, order].T  # (C', C), orthonormal rows
     centred = held_out - mean
     residual = centred - (centred @ components.T) @ components
     error = float((residual**2).sum() / (centred**2).sum())
@@ -219,7 +247,7 @@ def prepare(store: RowStore, params: TeacherCacheParams, index) -> list[str]:
             store.group.attrs["pca"] = {k: pca[k] for k in ("explained_variance", "reconstruction_error")} | {"images": params.pca_images}
         stats = store.group.attrs["pca"]
         notes.append(
-            f"PCA 2048 -> {params.pca_channels} channels: explained variance {stats['explained_variance']:.3f}, "
+            f"PCA {params.encoder_channels} -> {params.pca_channels} channels: explained variance {stats['explained_variance']:.3f}, "
             f"relative reconstruction error {stats['reconstruction_error']:.3f} on held-out images"
         )
     return notes
@@ -237,7 +265,7 @@ def compute(record: dict, params: TeacherCacheParams, inputs=None, store: RowSto
 
 def read(store: RowStore, row: int, cam: int, params: TeacherCacheParams, restore_channels: bool = False) -> np.ndarray:
     """(C, h, w) float32 cached features of one camera image of a store row; with
-    ``restore_channels`` the PCA is undone to 2048 channels."""
+    ``restore_channels`` the PCA is undone to the encoder's ``encoder_channels``."""
     stored = store.array("features")[row, cam]
     features = _from_storage(stored, params.dtype)
     if params.pca_channels and restore_channels:

@@ -162,6 +162,23 @@ def test_teacher_heads_end_to_end():
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
 
 
+@pytest.mark.parametrize("pca_channels", [None, 16])
+def test_teacher_heads_take_the_encoder_channels(pca_channels):
+    """MobileNetV2's 1280 channels (or a PCA of them): every module is built for C = in_channels."""
+    torch.manual_seed(0)
+    hw, stride = (16, 24), 4
+    img_aug, k, cam_to_lidar = _camera_ring(2, hw)
+    cells = frustum_cells(hw, stride, img_aug, k, cam_to_lidar)  # (2, 118, 4, 6)
+    heads = TeacherHeads(in_channels=1280)
+    pca = None if pca_channels is None else (torch.randn(1280), torch.linalg.qr(torch.randn(1280, pca_channels)).Q.T)
+    features = torch.randn(2, pca_channels or 1280, 4, 6)
+    out = heads(features, camera_vector(k, img_aug, cam_to_lidar).float(), cells, torch.tensor([0, 1]), 2, pca=pca)
+    assert heads.decoder.conv.weight.shape == (64, 1280, 1, 1)
+    assert heads.bridge(out.pixel_features).shape == (2, 1280, 4, 6)
+    assert heads.depthnet.reduce[0].in_channels == 1280
+    assert out.pixel_features.shape == (2, 64, 16, 24) and out.depth_probs.shape == (2, N_DEPTH_BINS, 4, 6)
+
+
 def test_bev_pool_peak_memory_at_nuscenes_shapes():
     """One forward + backward at I=6, D=118, 56x104, C=64 in a fresh process: the lifted tensor
     alone would be ~1.06 GB in fp32."""

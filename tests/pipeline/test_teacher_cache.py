@@ -1,5 +1,6 @@
 """The teacher cache: stored features are the encoder's output (float16 tolerance), the PCA basis
-is fitted once, reported and undone on read, and the weights file is part of the fingerprint."""
+is fitted once, reported and undone on read, and the encoder (ResNet-50 or MobileNetV2) and the
+weights file are part of the fingerprint."""
 
 from __future__ import annotations
 
@@ -114,3 +115,60 @@ def test_missing_weights_file_is_a_clear_catalog_error(tiny_root, tmp_path):
     catalog = Catalog.load(catalog_for(tmp_path, tiny_root, params={"teacher_cache": {"weights": "/nowhere/moco.pth"}}, stages=True))
     with pytest.raises(CatalogError, match="/nowhere/moco.pth"):
         catalog.artifact("teacher_cache")
+
+
+# --- MobileNetV2 as the encoder -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mobilenet(tiny_root, tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("tc_mobilenet"), tiny_root, encoder="mobilenet_v2", pca_channels=None)
+
+
+def test_mobilenet_store_holds_its_1280_channels(mobilenet):
+    catalog, _ = mobilenet
+    params = catalog.artifact("teacher_cache").params
+    store = RowStore.open(catalog.artifact("teacher_cache").path)
+    index, _ = ensure_index(catalog)
+    assert params.encoder_channels == params.channels == 1280
+    assert store.array("features").shape == (8, 6, 1280, 16, 28)
+    cached = teacher_cache.read(store, store.row_of(index.tokens[2]), 4, params)
+    expected = _encoded(catalog, 2, 4)
+    assert expected.shape == (1280, 16, 28)
+    np.testing.assert_allclose(cached, expected, rtol=2e-3, atol=2e-3 * np.abs(expected).max())
+
+
+def test_mobilenet_weights_and_pca_are_reported(tiny_root, tmp_path):
+    from models.mobilenet import MobileNetV2
+
+    weights = tmp_path / "mobilenet_v2.pth"
+    state = MobileNetV2().state_dict() | {"classifier.1.weight": torch.zeros(1000, 1280), "classifier.1.bias": torch.zeros(1000)}
+    torch.save(state, weights)
+    catalog, summary = _run(tmp_path, tiny_root, encoder="mobilenet_v2", pca_channels=8, pca_images=2, weights=str(weights))
+    assert summary.notes[0] == f"{weights}: torchvision-mobilenet_v2 checkpoint, {len(state) - 2} tensors loaded, heads dropped: classifier"
+    assert summary.notes[1].startswith("PCA 1280 -> 8 channels")
+    store = RowStore.open(catalog.artifact("teacher_cache").path)
+    assert store.array("features").shape == (8, 6, 8, 16, 28) and store.read_shared("pca_components").shape == (8, 1280)
+
+
+def test_the_encoder_is_part_of_the_fingerprint(tiny_root, tmp_path):
+    fingerprints = {
+        name: Catalog.load(catalog_for(tmp_path / name, tiny_root, params={"teacher_cache": SMALL | {"encoder": name}}, stages=True)).artifact("teacher_cache").fingerprint
+        for name in ("resnet50", "mobilenet_v2")
+    }
+    assert fingerprints["resnet50"] != fingerprints["mobilenet_v2"]
+
+
+def test_encoder_channels_are_the_models_and_bound_the_pca():
+    from models.mobilenet import MobileNetV2
+
+    assert teacher_cache.ENCODER_CHANNELS == {"resnet50": ResNet50.out_channels, "mobilenet_v2": MobileNetV2.out_channels}
+    assert teacher_cache.TeacherCacheParams(pca_channels=2048).channels == 2048
+    with pytest.raises(ValueError, match="pca_channels 2048 exceeds the 1280 channels of mobilenet_v2"):
+        teacher_cache.TeacherCacheParams(encoder="mobilenet_v2", pca_channels=2048)
+
+
+def test_a_missing_mobilenet_file_says_how_to_fetch_it(tmp_path):
+    with pytest.raises(ValueError, match="scripts/fetch_teacher_weights.sh") as error:
+        teacher_cache.TeacherCacheParams(encoder="mobilenet_v2", weights=str(tmp_path / "mobilenet_v2-b0353104.pth"))
+    assert str(tmp_path / "mobilenet_v2-b0353104.pth") in str(error.value)
