@@ -19,10 +19,10 @@ class SegmentationNet(nn.Module):
     """``backbone`` (MinkUNet34C, parameter names as in the pretraining student) + ``head`` (1x1
     conv 96 -> 16 with bias): per-voxel logits, row i <-> x.C[i]; logit k is class k + 1."""
 
-    def __init__(self, n_classes: int = N_CLASSES, in_channels: int = 1, *, bn_momentum: float = 0.05) -> None:
+    def __init__(self, n_classes: int = N_CLASSES, in_channels: int = 1, *, bn_momentum: float = 0.05, width: float = 1.0) -> None:
         super().__init__()
-        self.backbone = MinkUNet34C(in_channels, bn_momentum=bn_momentum)
-        self.head = conv(MinkUNet34C.out_channels, n_classes, kernel_size=1, bias=True)
+        self.backbone = MinkUNet34C(in_channels, bn_momentum=bn_momentum, width=width)
+        self.head = conv(self.backbone.out_channels, n_classes, kernel_size=1, bias=True)
 
     def forward(self, x: ME.SparseTensor, *, frozen_backbone: bool = False) -> torch.Tensor:
         if frozen_backbone:
@@ -96,6 +96,18 @@ def pretrained_state(path: Path) -> dict[str, torch.Tensor]:
             key = f"backbone.{key}"
         out[key] = value
     return out
+
+
+def pretrained_width(path: Path) -> float | None:
+    """The student width an ``hvd train pretrain`` checkpoint was trained with (None for any other
+    file, or a checkpoint from before widths were recorded)."""
+    try:
+        state = torch.load(Path(path), map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - unreadable files are reported by load_pretrained
+        return None
+    config = state.get("config") if isinstance(state, dict) else None
+    model = config.get("model") if isinstance(config, dict) else None
+    return model.get("student_width") if isinstance(model, dict) else None
 
 
 def load_pretrained(net: nn.Module, path: Path) -> LoadReport:

@@ -83,20 +83,29 @@ class Up(nn.Module):
         return self.blocks(ME.cat(self.up(x), skip))
 
 
+def planes(width: float = 1.0) -> tuple[int, tuple[int, ...]]:
+    """(init dim, planes) of a MinkUNet34C whose every width is scaled by ``width`` (1.0: the
+    published network; smaller: a narrower student of the same depth, for CPU experiments)."""
+    if not width > 0:
+        raise ValueError(f"student width must be > 0, got {width}")
+    return max(1, round(INIT_DIM * width)), tuple(max(1, round(p * width)) for p in PLANES)
+
+
 class MinkUNet34C(nn.Module):
-    """(M, in_channels) at stride 1 -> (M, 96) at stride 1 on the same coordinates, same row order.
+    """(M, in_channels) at stride 1 -> (M, 96 * width) at stride 1 on the same coordinates, same row order.
 
     Encoder: 3^3 stem to 32, then four times [2^3 conv stride 2 + BN + ReLU, blocks] with
     32, 64, 128, 256 planes (strides 2, 4, 8, 16). Decoder: four times [transposed conv to
     256, 128, 96, 96 planes, concatenation with the encoder output at stride 8, 4, 2, 1, 2 blocks].
+    ``width`` scales every one of these widths (parameter names stay the same).
     """
 
-    out_channels = PLANES[-1]
-
-    def __init__(self, in_channels: int = 1, *, bn_momentum: float = 0.05) -> None:
+    def __init__(self, in_channels: int = 1, *, bn_momentum: float = 0.05, width: float = 1.0) -> None:
         super().__init__()
-        self.stem = conv_bn_relu(in_channels, INIT_DIM, kernel_size=3, stride=1, bn_momentum=bn_momentum)
-        widths = (INIT_DIM, *PLANES[:4])  # encoder output widths at strides 1, 2, 4, 8, 16
+        init_dim, planes_ = planes(width)
+        self.out_channels = planes_[-1]
+        self.stem = conv_bn_relu(in_channels, init_dim, kernel_size=3, stride=1, bn_momentum=bn_momentum)
+        widths = (init_dim, *planes_[:4])  # encoder output widths at strides 1, 2, 4, 8, 16
         self.down = nn.ModuleList(
             nn.Sequential(
                 conv_bn_relu(widths[i], widths[i], kernel_size=2, stride=2, bn_momentum=bn_momentum),
@@ -106,7 +115,7 @@ class MinkUNet34C(nn.Module):
         )
         ups, c_in = [], widths[4]
         for i in range(4):
-            c_out, c_skip = PLANES[4 + i], widths[3 - i]
+            c_out, c_skip = planes_[4 + i], widths[3 - i]
             ups.append(Up(c_in, c_skip, c_out, LAYERS[4 + i], bn_momentum=bn_momentum))
             c_in = c_out
         self.up = nn.ModuleList(ups)
@@ -126,6 +135,7 @@ class StudentConfig:
     in_channels: int = 1  # LiDAR intensity
     feature_dim: int = 64
     bn_momentum: float = 0.05
+    width: float = 1.0  # scales the backbone's widths (1.0: MinkUNet34C as published)
 
 
 @dataclass
@@ -158,8 +168,8 @@ class Student(nn.Module):
         super().__init__()
         self.config = config
         c, m = config.feature_dim, config.bn_momentum
-        self.backbone = MinkUNet34C(config.in_channels, bn_momentum=m)
-        self.final_1 = conv(MinkUNet34C.out_channels, c, kernel_size=1, bias=True)
+        self.backbone = MinkUNet34C(config.in_channels, bn_momentum=m, width=config.width)
+        self.final_1 = conv(self.backbone.out_channels, c, kernel_size=1, bias=True)
         # Our choice: a ReLU after each of the first two BNs (without a non-linearity the three convs
         # compose to little more than one linear map of the 0.4 x 0.4 x 8 m cell).
         self.bev_head = nn.Sequential(

@@ -101,13 +101,26 @@ class TeacherHeads(nn.Module):
     """Decoder, bridge and depth net; ``forward`` turns cached features into the IPV pixel targets,
     the depth distribution (for the depth loss) and the BEV targets. ``in_channels``: the frozen
     encoder's channel count C (``TeacherCacheParams.encoder_channels``), whether or not the cache
-    holds a PCA of it."""
+    holds a PCA of it. ``bridge_channels`` (default: C, as in the reference) is the width the bridge
+    maps back to and the depth net reads; ``depth_channels`` the depth net's inner width (BEVDepth's
+    256). Narrower values make the heads cheaper (the CPU transfer experiment)."""
 
-    def __init__(self, *, in_channels: int = 2048, feature_dim: int = 64, depth_bins: int = N_DEPTH_BINS) -> None:
+    def __init__(
+        self,
+        *,
+        in_channels: int = 2048,
+        feature_dim: int = 64,
+        depth_bins: int = N_DEPTH_BINS,
+        bridge_channels: int | None = None,
+        depth_channels: int = 256,
+    ) -> None:
         super().__init__()
+        bridge_channels = bridge_channels or in_channels
         self.decoder = Decoder(in_channels=in_channels, out_channels=feature_dim)
-        self.bridge = Bridge(in_channels=feature_dim, out_channels=in_channels)
-        self.depthnet = DepthNet(in_channels=in_channels, context_channels=feature_dim, depth_bins=depth_bins, camera_dims=CAMERA_DIMS)
+        self.bridge = Bridge(in_channels=feature_dim, out_channels=bridge_channels)
+        self.depthnet = DepthNet(
+            in_channels=bridge_channels, mid_channels=depth_channels, context_channels=feature_dim, depth_bins=depth_bins, camera_dims=CAMERA_DIMS
+        )
 
     def forward(
         self,

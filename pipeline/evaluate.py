@@ -30,7 +30,7 @@ def load_model(checkpoint: Path) -> tuple[SegmentationNet, FinetuneConfig, dict]
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise HvdError(f"{checkpoint} is not an `hvd train finetune` checkpoint (no model and config)")
     config = FinetuneConfig.model_validate(state["config"])
-    net = SegmentationNet(bn_momentum=config.model.bn_momentum)
+    net = SegmentationNet(bn_momentum=config.model.bn_momentum, width=config.model.width or 1.0)
     net.load_state_dict(state["model"])
     return net, config, {"step": state["step"], "path": str(checkpoint)}
 

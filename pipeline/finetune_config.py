@@ -26,6 +26,7 @@ class ModelSettings(_Config):
     mode: Literal["finetune", "linear"] = "finetune"
     cache_frozen_features: bool = Field(False, description="linear probing without augmentation: keep each keyframe's frozen backbone features in memory after their first use (small datasets)")
     bn_momentum: float = Field(0.05, gt=0, le=1, description="BatchNorm running-statistics momentum (METHOD.md: 0.05; larger for runs of a few dozen steps)")
+    width: float | None = Field(None, gt=0, description="the backbone's width multiplier; null: the pretraining run's (model.student_width), or 1.0 (MinkUNet34C as published)")
 
 
 class FinetuneOptim(_Config):

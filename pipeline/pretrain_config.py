@@ -27,6 +27,15 @@ LossSettings = create_model(
 )
 
 
+class NetworkConfig(_Config):
+    """The widths of the student and the teacher heads (METHOD.md section 5). The defaults are the
+    published networks; the CPU transfer experiment narrows them for every method alike."""
+
+    student_width: float = Field(1.0, gt=0, description="scales every width of MinkUNet34C (1.0: as published)")
+    bridge_channels: int | None = Field(None, ge=1, description="the bridge's output = the depth net's input channels; null: the teacher encoder's (2048 for ResNet-50), as in the reference")
+    depth_channels: int = Field(256, ge=1, description="the depth net's inner width (BEVDepth's 256)")
+
+
 class OptimConfig(_Config):
     """SGD with a cosine schedule stepped per epoch (METHOD.md section 7)."""
 
@@ -53,6 +62,7 @@ class RunConfig(_Config):
 
 class PretrainConfig(_Config):
     data: DataConfig = DataConfig()
+    model: NetworkConfig = NetworkConfig()
     losses: LossSettings = LossSettings()
     optim: OptimConfig = OptimConfig()
     run: RunConfig = RunConfig()

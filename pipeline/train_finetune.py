@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.lovasz import lovasz_softmax
-from models.segmentation import SegmentationNet, load_pretrained
+from models.segmentation import SegmentationNet, load_pretrained, pretrained_width
 from models.student import sparse_input
 from pipeline import finetune_config
 from pipeline.errors import HvdError
@@ -43,9 +43,18 @@ def segmentation_loss(point_logits: torch.Tensor, labels: torch.Tensor, lovasz: 
     return parts
 
 
+def resolve_width(config: FinetuneConfig) -> FinetuneConfig:
+    """The config with ``model.width`` set: as given, else the pretraining run's student width (an
+    ``hvd train pretrain`` checkpoint records it), else 1.0."""
+    if config.model.width is not None:
+        return config
+    width = pretrained_width(Path(config.model.pretrained)) if config.model.pretrained else None
+    return config.model_copy(update={"model": config.model.model_copy(update={"width": width or 1.0})})
+
+
 def build_net(config: FinetuneConfig) -> tuple[SegmentationNet, dict | None]:
     """The model, with the pretrained backbone loaded when configured; (net, load report)."""
-    net = SegmentationNet(bn_momentum=config.model.bn_momentum)
+    net = SegmentationNet(bn_momentum=config.model.bn_momentum, width=config.model.width or 1.0)
     report = None
     if config.model.pretrained:
         report = load_pretrained(net, Path(config.model.pretrained))
@@ -100,6 +109,7 @@ def train(
     rows, scenes = select_rows(index, "train", config.data.label_fraction, config.data.max_examples)
     dataset = SegDataset(index, rows, augment=config.data.augment, seed=config.run.seed)
 
+    config = resolve_width(config)
     torch.manual_seed(config.run.seed)
     net, report = build_net(config)
     linear = config.model.mode == "linear"

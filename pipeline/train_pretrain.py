@@ -17,10 +17,10 @@ from torch import nn
 
 from models import frustum
 from models.losses import LossConfig, bev_loss, depth_loss, ipv_loss, ppkt_loss, total
-from models.student import Student, sparse_input
+from models.student import Student, StudentConfig, sparse_input
 from models.teacher_heads import TeacherHeads, camera_vector
 from pipeline import pretrain_config
-from pipeline.pretrain_config import PretrainConfig
+from pipeline.pretrain_config import NetworkConfig, PretrainConfig
 from pipeline.pretrain_data import PretrainDataset, Stores, collate, open_stores
 from pipeline.training import Loop, rank_world, setup_distributed
 
@@ -30,10 +30,19 @@ class PretrainNet(nn.Module):
     """Student + teacher heads; ``forward`` returns the enabled losses of a batch (so DDP sees one
     forward per step)."""
 
-    def __init__(self, losses: LossConfig, out_hw: tuple[int, int], stride: int, pca: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+    def __init__(
+        self,
+        losses: LossConfig,
+        out_hw: tuple[int, int],
+        stride: int,
+        pca: tuple[torch.Tensor, torch.Tensor] | None,
+        *,
+        encoder_channels: int = 2048,
+        network: NetworkConfig = NetworkConfig(),
+    ) -> None:
         super().__init__()
-        self.student = Student()
-        self.heads = TeacherHeads()
+        self.student = Student(StudentConfig(width=network.student_width))
+        self.heads = TeacherHeads(in_channels=encoder_channels, bridge_channels=network.bridge_channels, depth_channels=network.depth_channels)
         self.losses, self.out_hw, self.stride = losses, out_hw, stride
         if pca is not None:
             self.register_buffer("pca_mean", pca[0], persistent=False)
@@ -87,7 +96,9 @@ def build_net(config: PretrainConfig, stores: Stores) -> PretrainNet:
         tc = stores.open()["teacher_cache"]
         pca = (torch.from_numpy(tc.read_shared("pca_mean")), torch.from_numpy(tc.read_shared("pca_components")))
     torch.manual_seed(config.run.seed)
-    return PretrainNet(loss_config(config.losses), tuple(teacher.input_size), teacher.output_stride, pca)
+    return PretrainNet(
+        loss_config(config.losses), tuple(teacher.input_size), teacher.output_stride, pca, encoder_channels=teacher.encoder_channels, network=config.model
+    )
 
 
 def train(

@@ -160,3 +160,17 @@ def test_backbone_state_dict_holds_the_backbone_only():
 def test_sparse_input_rejects_mismatched_lengths():
     with pytest.raises(ValueError, match="batch item 0: 3 voxels but 2 feature rows"):
         sparse_input([torch.zeros(3, 3, dtype=torch.int32)], [torch.zeros(2, 1)])
+
+
+def test_narrower_student_keeps_the_names_and_scales_the_widths():
+    """width 0.5: every plane halved (the published 32 ... 96 -> 16 ... 48), same parameter names,
+    so a narrow checkpoint loads into a narrow model by name and shape exactly like a full one."""
+    full, narrow = MinkUNet34C(), MinkUNet34C(width=0.5)
+    assert narrow.out_channels == 48 and full.out_channels == 96
+    assert list(full.state_dict()) == list(narrow.state_dict())
+    assert narrow.stem[0].kernel.shape[-1] == 16 and narrow.up[3].blocks[0].conv1.kernel.shape[-1] == 48
+    ratio = sum(p.numel() for p in narrow.parameters()) / sum(p.numel() for p in full.parameters())
+    assert 0.2 < ratio < 0.3  # convolutions scale with width^2
+    assert Student(StudentConfig(width=0.5)).final_1.kernel.shape == (48, 64)
+    with pytest.raises(ValueError, match="width"):
+        MinkUNet34C(width=0.0)

@@ -102,3 +102,21 @@ def test_cli_finetune_then_eval(tiny_catalog, tmp_path):
     assert report["keyframes"] == 1 and len(report["confusion"]) == 16
     missing = subprocess.run([sys.executable, "-m", "cli.main", "eval", str(tmp_path / "nothing")], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_width_follows_the_pretraining_checkpoint(tiny_catalog, tmp_path):
+    """A narrower pretrained student (model.student_width 0.5) is fine-tuned and evaluated at its own
+    width without being told: every backbone tensor loads, none is of another shape."""
+    import yaml
+
+    from models.student import Student, StudentConfig
+
+    torch.manual_seed(1)
+    path = tmp_path / "pretrain.pt"
+    torch.save({"student": Student(StudentConfig(width=0.5)).state_dict(), "config": {"model": {"student_width": 0.5}}}, path)
+    config = _config(tiny_catalog, tmp_path / "run", run={"max_steps": 1}, model={"pretrained": str(path)}, data={"batch_size": 1})
+    result = train(config, catalog=tiny_catalog)
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"]["width"] == 0.5
+    assert "of another shape" not in result["load_report"] and "tensors loaded" in result["load_report"]
+    report = evaluate(tmp_path / "run", catalog=tiny_catalog, num_workers=0, max_examples=1)
+    assert report["keyframes"] == 1
