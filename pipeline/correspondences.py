@@ -34,6 +34,10 @@ class CorrespondenceParams(BaseModel):
     uv_min: float = -0.5
     uv_margin: float = 0.5
 
+    def keeps_depth(self, depth_m: np.ndarray) -> np.ndarray:
+        """Mask of the camera-frame depths a pairing may have."""
+        return depth_m > self.min_depth_m
+
 
 STAGE = StageInfo(
     name="correspondences",
@@ -57,18 +61,24 @@ def specs(params: CorrespondenceParams, index) -> dict[str, ArraySpec]:
     }
 
 
-def lidar_to_cameras(record: dict) -> np.ndarray:
-    """(6, 4, 4): LiDAR frame at the sweep time -> each camera frame at its own exposure time."""
-    lidar_to_global = record["ego_to_global_lidar"] @ record["lidar_to_ego"]
+def lidar_to_cameras(record: dict, lidar_to_ego: np.ndarray | None = None, ego_to_global: np.ndarray | None = None) -> np.ndarray:
+    """(6, 4, 4): LiDAR frame at the sweep time -> each camera frame at its own exposure time. The
+    sweep is the keyframe's unless another sweep's (4, 4) ``lidar_to_ego`` and ``ego_to_global``
+    (at that sweep's time) are given: its points are then motion-compensated to each camera."""
+    if lidar_to_ego is None:
+        lidar_to_ego, ego_to_global = record["lidar_to_ego"], record["ego_to_global_lidar"]
+    lidar_to_global = ego_to_global @ lidar_to_ego
     global_to_cam = invert(record["cam_to_ego"]) @ invert(record["ego_to_global_cam"])
     return global_to_cam @ lidar_to_global
 
 
 def project(xyz: np.ndarray, lidar_to_cam: np.ndarray, intrinsic: np.ndarray, image_hw, params: CorrespondenceParams):
-    """(point indices, uv (M, 2), depth (M,)) of the points of ``xyz`` (LiDAR frame) kept in one camera."""
+    """(point indices, uv (M, 2), depth (M,)) of the points of ``xyz`` (LiDAR frame) kept in one
+    camera: depth as ``params.keeps_depth`` says, pixel within ``params.uv_min`` / ``uv_margin``
+    (also used by ``pipeline.depth_targets`` with its own params)."""
     cam = xyz @ lidar_to_cam[:3, :3].T + lidar_to_cam[:3, 3]
     depth = cam[:, 2]
-    front = depth > params.min_depth_m
+    front = params.keeps_depth(depth)
     pix = cam[front] @ intrinsic.T
     uv = pix[:, :2] / pix[:, 2:3]
     height, width = image_hw

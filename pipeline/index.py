@@ -1,6 +1,7 @@
 """The sample index: one Parquet row per keyframe of a nuScenes-format dataset (real or synthetic),
 with the paths, timestamps, calibration and ego poses every later stage reads instead of the
-devkit, plus the scene split.
+devkit, plus the scene split, and the ``MAX_SWEEPS`` LIDAR_TOP sweeps nearest in time to the
+keyframe's (path, time, calibration, ego pose; for stages that accumulate sweeps).
 
 Built through nuscenes-devkit; every file a row names is checked (present, not truncated) and each
 problem is recorded by file and sample. Such keyframes stay in the index (the stages then fail just
@@ -15,6 +16,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -22,7 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from pipeline.errors import SourceError
 from pipeline.stages import StageInfo
 
-VERSION = 1
+VERSION = 2  # 2: the neighbouring LIDAR_TOP sweeps of each keyframe
 
 CAMERAS: tuple[str, ...] = (
     "CAM_FRONT",
@@ -34,6 +36,7 @@ CAMERAS: tuple[str, ...] = (
 )
 LIDAR = "LIDAR_TOP"
 MAX_REPORTED = 20
+MAX_SWEEPS = 10  # neighbouring LiDAR sweeps indexed per keyframe (nuScenes: 20 Hz, so +-0.25 s)
 
 
 class IndexParams(BaseModel):
@@ -58,6 +61,29 @@ def _pose(record: dict) -> np.ndarray:
     from pipeline.geometry import rigid
 
     return rigid(np.asarray(record["rotation"], dtype=np.float64), record["translation"])
+
+
+def _neighbour_sweeps(nusc, lidar: dict) -> dict[str, list]:
+    """The ``MAX_SWEEPS`` LIDAR_TOP sample_data nearest in time to the keyframe's ``lidar`` record
+    (itself excluded; keyframes of the same scene count, as in the devkit's multi-sweep reader),
+    nearest first, the earlier first on ties. The prev/next chains are time-ordered, so walking
+    ``MAX_SWEEPS`` steps each way finds them all; a keyframe with no chain has none."""
+    found = []
+    for direction in ("prev", "next"):
+        token = lidar[direction]
+        for _ in range(MAX_SWEEPS):
+            if not token:
+                break
+            record = nusc.get("sample_data", token)
+            found.append(record)
+            token = record[direction]
+    found = sorted(found, key=lambda sd: (abs(sd["timestamp"] - lidar["timestamp"]), sd["timestamp"]))[:MAX_SWEEPS]
+    return {
+        "sweep_paths": [sd["filename"] for sd in found],
+        "sweep_timestamps": [sd["timestamp"] for sd in found],
+        "sweep_lidar_to_ego": np.array([_pose(nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])).ravel() for sd in found]).reshape(-1, 16),
+        "sweep_ego_to_global": np.array([_pose(nusc.get("ego_pose", sd["ego_pose_token"])).ravel() for sd in found]).reshape(-1, 16),
+    }
 
 
 def _scene_splits(nusc, split) -> dict[str, tuple[str, str]]:
@@ -125,6 +151,7 @@ def build(source, params: IndexParams, on_progress: Callable[[int, int], None] |
                 "ego_to_global_cam": np.concatenate([p.ravel() for p in poses[1:]]),
                 "cam_intrinsics": np.concatenate([np.asarray(c["camera_intrinsic"], dtype=np.float64).ravel() for c in calib[1:]]),
                 "cam_hw": [v for c in cams for v in (c["height"], c["width"])],
+                **_neighbour_sweeps(nusc, lidar),
             }
             values["row_hash"] = _row_hash(values)
             for key, value in values.items():
@@ -149,29 +176,41 @@ def problems_error(index: SampleIndex) -> SourceError | None:
     )
 
 
-# column -> (kind, width): kind "str", "i32", "i64", "f64"; width 0 = scalar, else a fixed-size list
+class Column(NamedTuple):
+    """kind: "str", "i32", "i64" or "f64"; width: 0 = one value, else a fixed-size list of that
+    many; per_sweep: a variable-length list of such entries, one per neighbouring sweep."""
+
+    kind: str
+    width: int = 0
+    per_sweep: bool = False
+
+
 _COLUMNS = {
-    "sample_token": ("str", 0),
-    "scene": ("str", 0),
-    "scene_token": ("str", 0),
-    "split": ("str", 0),
-    "official_split": ("str", 0),
-    "timestamp": ("i64", 0),
-    "lidar_token": ("str", 0),
-    "lidar_path": ("str", 0),
-    "lidar_timestamp": ("i64", 0),
-    "lidar_points": ("i32", 0),
-    "lidarseg_path": ("str", 0),
-    "lidar_to_ego": ("f64", 16),
-    "ego_to_global_lidar": ("f64", 16),
-    "cam_tokens": ("str", 6),
-    "cam_paths": ("str", 6),
-    "cam_timestamps": ("i64", 6),
-    "cam_to_ego": ("f64", 96),
-    "ego_to_global_cam": ("f64", 96),
-    "cam_intrinsics": ("f64", 54),
-    "cam_hw": ("i32", 12),
-    "row_hash": ("str", 0),
+    "sample_token": Column("str"),
+    "scene": Column("str"),
+    "scene_token": Column("str"),
+    "split": Column("str"),
+    "official_split": Column("str"),
+    "timestamp": Column("i64"),
+    "lidar_token": Column("str"),
+    "lidar_path": Column("str"),
+    "lidar_timestamp": Column("i64"),
+    "lidar_points": Column("i32"),
+    "lidarseg_path": Column("str"),
+    "lidar_to_ego": Column("f64", 16),
+    "ego_to_global_lidar": Column("f64", 16),
+    "cam_tokens": Column("str", 6),
+    "cam_paths": Column("str", 6),
+    "cam_timestamps": Column("i64", 6),
+    "cam_to_ego": Column("f64", 96),
+    "ego_to_global_cam": Column("f64", 96),
+    "cam_intrinsics": Column("f64", 54),
+    "cam_hw": Column("i32", 12),
+    "sweep_paths": Column("str", per_sweep=True),
+    "sweep_timestamps": Column("i64", per_sweep=True),
+    "sweep_lidar_to_ego": Column("f64", 16, per_sweep=True),
+    "sweep_ego_to_global": Column("f64", 16, per_sweep=True),
+    "row_hash": Column("str"),
 }
 
 
@@ -179,7 +218,12 @@ def _to_table(pa, rows: dict[str, list]):
     types = {"str": pa.string(), "i32": pa.int32(), "i64": pa.int64(), "f64": pa.float64()}
     dtypes = {"i32": np.int32, "i64": np.int64, "f64": np.float64}
     arrays = {"row": pa.array(np.arange(len(rows["sample_token"]), dtype=np.int32))}
-    for name, (kind, width) in _COLUMNS.items():
+    for name, (kind, width, per_sweep) in _COLUMNS.items():
+        if per_sweep:
+            entry = types[kind] if width == 0 else pa.list_(types[kind], width)
+            values = [np.asarray(v).reshape(-1, width).tolist() if width else list(v) for v in rows[name]]
+            arrays[name] = pa.array(values, type=pa.list_(entry))
+            continue
         if width == 0:
             arrays[name] = pa.array(rows[name], type=types[kind])
             continue
@@ -224,10 +268,13 @@ class SampleIndex:
         """Row numbers, all or of one pretraining split ('train' or 'val')."""
         return np.arange(len(self)) if split is None else np.flatnonzero(self.splits == split)
 
-    def column(self, name: str) -> np.ndarray:
-        """A column as numpy; fixed-size list columns come back as (N, width)."""
+    def column(self, name: str) -> np.ndarray | list[np.ndarray]:
+        """A column as numpy; fixed-size list columns come back as (N, width), per-sweep columns as
+        a list of N arrays (S_i,) or (S_i, width)."""
         col = self.table.column(name).combine_chunks()
-        width = _COLUMNS.get(name, ("", 0))[1]
+        _, width, per_sweep = _COLUMNS.get(name, Column(""))
+        if per_sweep:
+            return [np.asarray(v) for v in col.to_pylist()]
         if width:
             return np.asarray(col.flatten().to_numpy(zero_copy_only=False)).reshape(len(self), width)
         return col.to_numpy(zero_copy_only=False)
@@ -254,6 +301,11 @@ class SampleIndex:
             "ego_to_global_cam": np.asarray(r["ego_to_global_cam"]).reshape(6, 4, 4),
             "intrinsics": np.asarray(r["cam_intrinsics"]).reshape(6, 3, 3),
             "image_hw": np.asarray(r["cam_hw"]).reshape(6, 2),
+            # the neighbouring LiDAR sweeps, nearest in time first: S = 0 .. MAX_SWEEPS
+            "sweep_paths": [root / p for p in r["sweep_paths"]],
+            "sweep_timestamps": np.asarray(r["sweep_timestamps"], dtype=np.int64),  # (S,)
+            "sweep_lidar_to_ego": np.asarray(r["sweep_lidar_to_ego"], dtype=np.float64).reshape(-1, 4, 4),  # (S, 4, 4)
+            "sweep_ego_to_global": np.asarray(r["sweep_ego_to_global"], dtype=np.float64).reshape(-1, 4, 4),  # (S, 4, 4)
             "row_hash": r["row_hash"],
         }
 

@@ -71,11 +71,14 @@ def open_stores(catalog, source: str | None = None) -> Stores:
         if missing:
             raise StoreError(f"the {name} store {artifact.path} lacks {len(missing)} of {len(index)} keyframes (e.g. sample {missing[0]}): run `{command}`")
         artifacts[name], paths[name] = artifact, artifact.path
-    teacher, depth = artifacts["teacher_cache"].params, artifacts["depth_targets"].params
-    if tuple(teacher.input_size) != tuple(depth.input_size) or teacher.output_stride != depth.stride:
+    depth = artifacts["depth_targets"].params
+    from models.frustum import DEPTH_MAX_M, DEPTH_MIN_M
+
+    if (depth.min_depth_m, depth.max_depth_m) != (DEPTH_MIN_M, DEPTH_MAX_M):
         raise CatalogError(
-            f"depth_targets ({depth.input_size}, stride {depth.stride}) and teacher_cache ({teacher.input_size}, stride "
-            f"{teacher.output_stride}) must share input size and stride: fix the catalog's params"
+            f"depth_targets keeps depths in [{depth.min_depth_m}, {depth.max_depth_m}) m but the depth bins span "
+            f"[{DEPTH_MIN_M}, {DEPTH_MAX_M}) m (models/frustum.py): a cell's minimum must be taken over the binned "
+            "range only; set the catalog's depth_targets min_depth_m / max_depth_m to the bins' and rebuild it"
         )
     return Stores(index, artifacts, paths)
 
@@ -128,6 +131,7 @@ class PretrainDataset(torch.utils.data.Dataset):
         sp_store, tc_store = stores["superpixels"], stores["teacher_cache"]
         sp_row, tc_row = sp_store.row_of(record["token"]), tc_store.row_of(record["token"])
         labels, features = sp_store.read("labels", sp_row), None
+        depth_points = depth_targets.read(stores["depth_targets"], stores["depth_targets"].row_of(record["token"]))  # per camera (uv, depth)
         out = {k: [] for k in ("img_aug", "pair_point", "pair_cam", "pair_uv", "pair_pixel", "pair_depth", "features", "superpixels", "sp_count", "depth_target")}
         for c, (idx, uv, depth) in enumerate(cams):
             alive = keep[idx]
@@ -139,7 +143,8 @@ class PretrainDataset(torch.utils.data.Dataset):
             feats = teacher_cache.read(tc_store, tc_row, c, self.teacher)
             grid = augment.sample_grid(a, image_hw, self.out_hw, stride=self.stride)
             sp, count = augment.resample_labels(labels[c], augment.sample_grid(a, image_hw, self.out_hw))
-            target = depth_targets.min_depth_grid(uv_aug[ok], depth[ok], self.out_hw, depth_targets.DepthTargetParams(input_size=self.out_hw, stride=self.stride))
+            target_uv, target_depth = depth_points[c]  # (M, 2) original pixels, (M,): every point at 1-60 m
+            target = depth_targets.min_depth_grid(augment.apply_image_matrix(a, target_uv.astype(np.float64)), target_depth, self.out_hw, self.stride)
             out["img_aug"].append(a)
             out["pair_point"].append(idx[ok])
             out["pair_cam"].append(np.full(ok.sum(), c))

@@ -79,7 +79,7 @@ def tiny_copy(tiny_root: Path, tmp_path: Path) -> Path:
 STAGE_ARTIFACTS = {
     "superpixels": {"stage": "superpixels", "inputs": ["index"]},
     "correspondences": {"stage": "correspondences", "inputs": ["index"]},
-    "depth_targets": {"stage": "depth_targets", "inputs": ["correspondences"], "params": {"input_size": [64, 112], "stride": 4}},
+    "depth_targets": {"stage": "depth_targets", "inputs": ["index"]},
     "teacher_cache": {"stage": "teacher_cache", "inputs": ["index"], "params": {"input_size": [64, 112], "pca_channels": 16, "pca_images": 4}},
 }
 

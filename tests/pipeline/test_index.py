@@ -17,7 +17,7 @@ from cli.main import app
 from pipeline.catalog import Catalog
 from pipeline.errors import SourceError
 from pipeline.geometry import rigid
-from pipeline.index import CAMERAS, ensure_index, problems_error
+from pipeline.index import CAMERAS, MAX_SWEEPS, ensure_index, problems_error
 from pipeline.splits import SLIDR_PARAMETRIZE, seeded_split, slidr_split
 from tests.conftest import catalog_for
 
@@ -63,6 +63,76 @@ def test_one_row_per_keyframe_with_devkit_values(built, tiny_root):
     times = index.column("timestamp")
     assert list(scenes) == sorted(scenes)
     assert all(np.all(np.diff(times[scenes == s]) > 0) for s in set(scenes))
+
+
+def test_sweeps_are_the_nearest_lidar_sweeps_of_the_scene(built, tiny_root):
+    """Each keyframe lists the MAX_SWEEPS other LIDAR_TOP sweeps of its scene nearest in time
+    (found here by brute force over the whole table), nearest first, with the devkit's poses."""
+    from nuscenes.nuscenes import NuScenes
+
+    _, index = built
+    with contextlib.redirect_stdout(io.StringIO()):
+        nusc = NuScenes(version="v1.0-mini", dataroot=str(tiny_root), verbose=False)
+    scene_of = {s["token"]: s["scene_token"] for s in nusc.sample}
+    for row in range(len(index)):
+        rec = index.record(row)
+        sample = nusc.get("sample", rec["token"])
+        others = [
+            sd for sd in nusc.sample_data
+            if sd["channel"] == "LIDAR_TOP" and scene_of[sd["sample_token"]] == sample["scene_token"] and sd["token"] != sample["data"]["LIDAR_TOP"]
+        ]
+        nearest = sorted(others, key=lambda sd: (abs(sd["timestamp"] - rec["lidar_timestamp"]), sd["timestamp"]))[:MAX_SWEEPS]
+        assert len(nearest) == MAX_SWEEPS  # the tiny scenes have 31 sweeps each
+        assert rec["sweep_paths"] == [tiny_root / sd["filename"] for sd in nearest]
+        dt = np.abs(rec["sweep_timestamps"] - rec["lidar_timestamp"])
+        assert dt.min() > 0 and np.all(np.diff(dt) >= 0)
+        assert rec["sweep_lidar_to_ego"].shape == rec["sweep_ego_to_global"].shape == (MAX_SWEEPS, 4, 4)
+        for k, sd in enumerate(nearest):
+            pose, cs = nusc.get("ego_pose", sd["ego_pose_token"]), nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+            assert rec["sweep_timestamps"][k] == sd["timestamp"] and rec["sweep_paths"][k].exists()
+            np.testing.assert_allclose(rec["sweep_ego_to_global"][k], rigid(np.array(pose["rotation"]), pose["translation"]), atol=1e-12)
+            np.testing.assert_allclose(rec["sweep_lidar_to_ego"][k], rigid(np.array(cs["rotation"]), cs["translation"]), atol=1e-12)
+    assert [len(t) for t in index.column("sweep_timestamps")] == [MAX_SWEEPS] * len(index)
+
+
+def test_the_row_hash_changes_with_a_sweep(tiny_copy, tmp_path):
+    catalog = Catalog.load(catalog_for(tmp_path, tiny_copy))
+    index, _ = ensure_index(catalog)
+    before = list(index.column("row_hash"))
+    sweep = index.record(1)["sweep_paths"][0]
+    records = _table(tiny_copy, "sample_data")
+    token = next(sd["ego_pose_token"] for sd in records if tiny_copy / sd["filename"] == sweep)
+    poses = _table(tiny_copy, "ego_pose")
+    next(p for p in poses if p["token"] == token)["translation"][0] += 0.25
+    (tiny_copy / "v1.0-mini" / "ego_pose.json").write_text(json.dumps(poses))
+    index, rebuilt = ensure_index(catalog)
+    assert rebuilt
+    uses = [sweep in index.record(row)["sweep_paths"] for row in range(len(index))]
+    changed = [a != b for a, b in zip(before, index.column("row_hash"))]
+    assert changed == uses and uses[1] and not all(uses)
+
+
+def test_a_dataset_without_sweeps_indexes_with_empty_lists(tiny_copy, tmp_path):
+    """Only keyframes (no other LIDAR_TOP sample_data, no prev/next chain): the index has empty
+    sweep lists, and depth targets asked for 3 sweeps use the one there is, saying so."""
+    from pipeline import depth_targets
+    from pipeline.runner import run_local
+
+    records = [sd for sd in _table(tiny_copy, "sample_data") if sd["is_key_frame"] or "/LIDAR_TOP/" not in sd["filename"]]
+    for sd in records:
+        if "/LIDAR_TOP/" in sd["filename"]:
+            sd["prev"] = sd["next"] = ""
+    (tiny_copy / "v1.0-mini" / "sample_data.json").write_text(json.dumps(records))
+    catalog = Catalog.load(catalog_for(tmp_path, tiny_copy, params={"depth_targets": {"sweeps": 3}}, stages=True))
+    index, _ = ensure_index(catalog)
+    assert len(index) == len(_table(tiny_copy, "sample")) and problems_error(index) is None
+    record = index.record(0)
+    assert record["sweep_paths"] == [] and record["sweep_timestamps"].shape == (0,) and record["sweep_ego_to_global"].shape == (0, 4, 4)
+    summary = run_local(catalog, "depth_targets")
+    assert summary.complete and len(summary.notes) == 1
+    assert f"{len(index)} of {len(index)} keyframes have fewer" in summary.notes[0] and "as few as 0" in summary.notes[0]
+    single = depth_targets.compute(record, depth_targets.DepthTargetParams())
+    np.testing.assert_array_equal(depth_targets.compute(record, depth_targets.DepthTargetParams(sweeps=3))["uvd"], single["uvd"])
 
 
 def test_split_is_by_scene_and_seeded(built):

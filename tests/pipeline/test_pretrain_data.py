@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import depth_targets, teacher_cache
+from pipeline import augment, depth_targets, teacher_cache
 from pipeline.augment import AugmentConfig
 from pipeline.catalog import Catalog
 from pipeline.errors import StoreError
@@ -23,10 +23,16 @@ def test_the_validation_view_reproduces_the_stores(tiny_stores):
     opened = stores.open()
     row = opened["teacher_cache"].row_of(example["token"])
     params = stores.artifacts["teacher_cache"].params
-    for c in range(6):
+    points = depth_targets.read(opened["depth_targets"], opened["depth_targets"].row_of(example["token"]))
+    image_hw = stores.index.record(int(stores.index.rows("train")[0]))["image_hw"]
+    for c, (uv, depth) in enumerate(points):
         np.testing.assert_allclose(example["features"][c], teacher_cache.read(opened["teacher_cache"], row, c, params), rtol=1e-5, atol=1e-4)
-        stored = opened["depth_targets"].read("depth", opened["depth_targets"].row_of(example["token"]))[c]
-        np.testing.assert_array_equal(example["depth_target"][c].astype(np.float16), stored)
+        # the plain resize to 64 x 112 scales pixel edges: a point's cell is floor((u + 0.5) * 112 / W / 4)
+        target = example["depth_target"][c]
+        scale = np.array([112 / image_hw[c][1], 64 / image_hw[c][0]])
+        cells = np.floor((uv.astype(np.float64) + 0.5) * scale / 4).astype(int)
+        assert target.shape == (16, 28) and (target[cells[:, 1], cells[:, 0]] <= depth).all()
+        assert (target > 0).sum() == len({tuple(x) for x in cells}) and target[target > 0].min() == depth.min()
     assert example["superpixels"].shape == (6, 64, 112) and (example["sp_count"] > 10).all()
     assert np.allclose(example["lidar_aug"], np.eye(4))
     # pairings land on valid pixels; each voxel has one representative point
@@ -88,16 +94,45 @@ def test_missing_stale_and_incomplete_stores_are_refused(tiny_root, tiny_stores,
         open_stores(incomplete)
 
 
-def test_depth_and_teacher_grids_must_agree(tiny_root, tiny_stores, tmp_path):
+def _copy_of_the_stores(tiny_root, tiny_stores, root, params=None) -> Catalog:
     import shutil
 
-    from pipeline.errors import CatalogError
+    catalog = Catalog.load(catalog_for(root, tiny_root, params=params, stages=True))
+    shutil.copytree(tiny_stores.stage_root("tiny"), catalog.stage_root("tiny"))
+    return catalog
 
-    mismatched = Catalog.load(catalog_for(tmp_path, tiny_root, params={"depth_targets": {"input_size": [32, 56]}}, stages=True))
-    shutil.copytree(tiny_stores.stage_root("tiny"), mismatched.stage_root("tiny"))
+
+def test_depth_targets_come_from_the_store(tiny_root, tiny_stores, tmp_path):
+    """Editing a stored depth moves the dataset's target at exactly that point's cell; dropping
+    a camera's points empties its targets; restoring the store restores the targets."""
+    catalog = _copy_of_the_stores(tiny_root, tiny_stores, tmp_path)
+    before = PretrainDataset(open_stores(catalog), VALIDATION)[0]
+    store = RowStore.open(catalog.artifact("depth_targets").path, mode="r+")
+    row = store.row_of(before["token"])
+    saved = {name: store.read(name, row).copy() for name in ("uvd", "counts")}
+    c, j = 2, 7
+    uv_aug = augment.apply_image_matrix(before["img_aug"][c], saved["uvd"][sum(saved["counts"][:c]) + j, :2].astype(np.float64))
+    col, cell_row = np.floor((uv_aug + 0.5) / 4).astype(int)
+    nearer = np.float32(0.5 * before["depth_target"][c][cell_row, col])
+    store.array("uvd")[row, sum(saved["counts"][:c]) + j, 2] = nearer
+    edited = PretrainDataset(open_stores(catalog), VALIDATION)[0]["depth_target"]
+    assert edited[c][cell_row, col] == nearer
+    changed = edited != before["depth_target"]
+    assert changed.sum() == 1 and changed[c, cell_row, col]
+    store.array("counts")[row, 5] = 0  # the last camera's points: the others' stay in place
+    dropped = PretrainDataset(open_stores(catalog), VALIDATION)[0]["depth_target"]
+    assert (dropped[5] == 0).all() and (before["depth_target"][5] > 0).any()
+    np.testing.assert_array_equal(dropped[:5], edited[:5])
+    for name, value in saved.items():
+        store.array(name)[row] = value
+    np.testing.assert_array_equal(PretrainDataset(open_stores(catalog), VALIDATION)[0]["depth_target"], before["depth_target"])
+
+
+def test_the_depth_range_must_be_the_depth_bins(tiny_root, tiny_stores, tmp_path):
+    from pipeline.errors import CatalogError
     from pipeline.runner import run_local
 
-    assert run_local(mismatched, "depth_targets").complete
-    with pytest.raises(CatalogError, match="must share input size"):
-        open_stores(mismatched)
-    assert depth_targets.DepthTargetParams(input_size=(32, 56)).grid == (8, 14)
+    shallow = _copy_of_the_stores(tiny_root, tiny_stores, tmp_path, params={"depth_targets": {"max_depth_m": 50.0}})
+    assert run_local(shallow, "depth_targets").complete
+    with pytest.raises(CatalogError, match=r"depth bins span \[1.0, 60.0\)"):
+        open_stores(shallow)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import correspondences, depth_targets, superpixels
+from pipeline import correspondences, superpixels
 from pipeline.catalog import Catalog
 from pipeline.index import ensure_index
 from pipeline.rowstore import RowStore
@@ -153,31 +153,6 @@ def test_quality_metrics_by_hand():
     assert superpixels.achievable_accuracy(straddling, truth) == 0.75
 
 
-def test_min_depth_grid_by_hand():
-    params = depth_targets.DepthTargetParams(input_size=(8, 8), stride=4)  # a 2 x 2 grid
-    # a 16 x 16 image: scale 0.5, so a cell covers 8 x 8 original pixels
-    uv = np.array([[0.0, 0.0], [7.4, 7.4], [7.6, 0.0], [15.4, 15.4], [3.0, 12.0]])
-    depth = np.array([5.0, 3.0, 9.0, 2.0, 7.0])
-    grid = depth_targets.min_depth_grid(uv, depth, (16, 16), params)
-    np.testing.assert_array_equal(grid, [[3.0, 9.0], [7.0, 2.0]])
-
-
-def test_depth_targets_are_the_minimum_over_pairings(built):
-    corr = RowStore.open(built.artifact("correspondences").path)
-    depth_store = RowStore.open(built.artifact("depth_targets").path)
-    index, _ = ensure_index(built)
-    record = index.record(1)
-    grid = depth_store.read("depth", depth_store.row_of(record["token"]))
-    _, cams = correspondences.read(corr, corr.row_of(record["token"]))
-    assert grid.dtype == np.float16 and grid.shape == (6, 16, 28)
-    for c, (_, uv, d) in enumerate(cams):
-        cells = np.floor((uv.astype(np.float64) + 0.5) * np.array([112 / 320, 64 / 180]) / 4).astype(int)
-        for (cu, cv), value in zip(cells[:50], d[:50]):
-            assert grid[c, cv, cu] <= np.float16(value)
-        assert (grid[c] > 0).sum() == len({tuple(x) for x in cells})
-        assert np.float16(d.min()) == grid[c][grid[c] > 0].min()
-
-
 def test_growing_the_dataset_computes_only_the_new_keyframes(tiny_copy, tmp_path):
     catalog = _build(tmp_path, tiny_copy)
     before = {name: _arrays(catalog.artifact(name).path) for name in STAGES}
@@ -223,7 +198,7 @@ def test_bad_files_fail_their_row_only_and_a_rerun_computes_just_that_row(tiny_c
     assert lidar_row["token"] in corr.failed[0] and str(lidar) in corr.failed[0] and "missing" in corr.failed[0]
     assert not read_meta(catalog.artifact("correspondences").path).complete
     depth = run_local(catalog, "depth_targets")
-    assert len(depth.failed) == 1 and "hvd prep correspondences" in depth.failed[0]
+    assert len(depth.failed) == 1 and lidar_row["token"] in depth.failed[0] and str(lidar) in depth.failed[0]
 
     lidar.write_bytes(saved)
     image.write_bytes(good_image)
