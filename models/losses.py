@@ -125,12 +125,27 @@ def bev_loss(
     (METHOD.md section 6, "ours": the reference's K^2 logits do not fit at K ~ 50k)."""
     if len(student_index) != len(student_features):
         raise ValueError(f"bev_loss: {len(student_index)} indices but {len(student_features)} feature rows")
-    if len(student_index) < 2:
-        return _zero(student_features, teacher_bev)
-    chosen = _sample_rows(len(student_index), max_matches, generator, student_features.device)
-    index, k = (student_index, student_features) if chosen is None else (student_index[chosen], student_features[chosen])
-    b, ix, iy = index.unbind(1)
-    q = teacher_bev.permute(0, 2, 3, 1)[b, ix, iy]  # (K', C)
+    b, ix, iy = student_index.unbind(1)
+    teacher = teacher_bev.permute(0, 2, 3, 1)[b, ix, iy]  # (K, C)
+    return bev_matched_loss(student_features, teacher, max_matches=max_matches, generator=generator, temperature=temperature)
+
+
+def bev_matched_loss(
+    student_features: Tensor,  # (K, C) one row per BEV cell
+    teacher_features: Tensor,  # (K, C) the teacher's features at the same cells
+    *,
+    max_matches: int = 4096,
+    generator: torch.Generator | None = None,
+    temperature: float = 0.07,
+) -> Tensor:
+    """``bev_loss`` on rows already paired cell by cell (the teacher pooled at the student's cells
+    only, ``models.lss.bev_pool_cells``): the same draw of at most ``max_matches`` rows, the same NCE."""
+    if student_features.shape != teacher_features.shape:
+        raise ValueError(f"bev_matched_loss: student {tuple(student_features.shape)} and teacher {tuple(teacher_features.shape)} rows differ")
+    if len(student_features) < 2:
+        return _zero(student_features, teacher_features)
+    chosen = _sample_rows(len(student_features), max_matches, generator, student_features.device)
+    k, q = (student_features, teacher_features) if chosen is None else (student_features[chosen], teacher_features[chosen])
     return info_nce(k, q, temperature=temperature)
 
 

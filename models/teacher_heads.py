@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.frustum import N_DEPTH_BINS
-from models.lss import DepthNet, bev_pool
+from models.lss import DepthNet, bev_pool, bev_pool_cells
 
 BEV_NORM_EPS = 1e-6  # pooled cells with a smaller norm are treated as empty (stay zero)
 CAMERA_DIMS = 22
@@ -94,7 +94,7 @@ class Bridge(nn.Module):
 class HeadsOutput:
     pixel_features: torch.Tensor  # (I, 64, H, W), L2-normalised over channels
     depth_probs: torch.Tensor | None  # (I, D, h, w), softmax over D (None when not asked for)
-    bev: torch.Tensor | None  # (B, 64, 256, 256), L2-normalised over channels; empty cells zero
+    bev: torch.Tensor | None  # (B, 64, 256, 256) -- or (K, 64) at ``bev_rows`` -- L2-normalised over channels; empty cells zero
 
 
 class TeacherHeads(nn.Module):
@@ -132,8 +132,11 @@ class TeacherHeads(nn.Module):
         *,
         pca: tuple[torch.Tensor, torch.Tensor] | None = None,
         lss: bool = True,
+        bev_rows: torch.Tensor | None = None,
     ) -> HeadsOutput:
-        """``lss=False``: the decoder only (the SLidR and PPKT baselines need no depth or BEV)."""
+        """``lss=False``: the decoder only (the SLidR and PPKT baselines need no depth or BEV).
+        ``bev_rows`` (K,) flat cells b * 256 * 256 + ix * 256 + iy: the BEV features at those cells
+        only, (K, 64) (``bev_pool_cells``), instead of the whole grid."""
         pixel = self.decoder(features, pca)  # (I, 64, 4h, 4w)
         if not lss:
             return HeadsOutput(pixel_features=pixel, depth_probs=None, bev=None)
@@ -141,5 +144,8 @@ class TeacherHeads(nn.Module):
         if x.shape[-2:] != cells.shape[-2:]:
             raise ValueError(f"frustum cells are on a {tuple(cells.shape[-2:])} grid, the features on {tuple(x.shape[-2:])}")
         depth, context = self.depthnet(x, camera)  # (I, D, h, w), (I, 64, h, w)
-        bev = bev_pool(depth, context, cells, image_batch, batch_size)  # (B, 64, 256, 256)
+        if bev_rows is None:
+            bev = bev_pool(depth, context, cells, image_batch, batch_size)  # (B, 64, 256, 256)
+        else:
+            bev = bev_pool_cells(depth, context, cells, image_batch, batch_size, bev_rows)  # (K, 64)
         return HeadsOutput(pixel_features=pixel, depth_probs=depth, bev=F.normalize(bev, dim=1, eps=BEV_NORM_EPS))

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from models import frustum
-from models.losses import LossConfig, bev_loss, depth_loss, ipv_loss, ppkt_loss, total
+from models.frustum import BEV_SIZE
+from models.losses import LossConfig, bev_matched_loss, depth_loss, ipv_loss, ppkt_loss, total
 from models.student import Student, StudentConfig, sparse_input
 from models.teacher_heads import TeacherHeads, camera_vector
 from pipeline import pretrain_config
@@ -67,15 +68,16 @@ class PretrainNet(nn.Module):
             cells = frustum.frustum_cells(self.out_hw, self.stride, batch["img_aug"], batch["intrinsics"], batch["cam_to_lidar"]).to(device)
         camera = camera_vector(batch["intrinsics"], batch["img_aug"], batch["cam_to_ego"]).float().to(device)
         lss = self.losses.bev or self.losses.depth  # the baselines (IPV or PPKT only) skip the depth net and BEV
-        heads = self.heads(batch["features"].to(device), camera, cells, batch["image_batch"].to(device), batch["size"], pca=pca, lss=lss)
+        index = out.bev_index  # (K, 3) [batch, ix, iy] of the student's occupied columns: the only cells the BEV loss reads
+        rows = (index[:, 0] * BEV_SIZE + index[:, 1]) * BEV_SIZE + index[:, 2] if self.losses.bev else index.new_zeros(0)
+        heads = self.heads(batch["features"].to(device), camera, cells, batch["image_batch"].to(device), batch["size"], pca=pca, lss=lss, bev_rows=rows)
         pairs = (batch["pair_point"].to(device), batch["pair_image"].to(device), batch["pair_pixel"].to(device))
         losses: dict[str, torch.Tensor] = {}
         if self.losses.ipv:
             losses["ipv"] = ipv_loss(point_features, heads.pixel_features, batch["superpixels"].to(device), batch["sp_count"].to(device), *pairs, temperature=self.losses.temperature)
         if self.losses.bev:
-            index = out.bev_index
-            seen = heads.bev[index[:, 0], :, index[:, 1], index[:, 2]].norm(dim=1) > 0  # cells some frustum reaches
-            losses["bev"] = bev_loss(index[seen], out.bev_features[seen], heads.bev, max_matches=self.losses.bev_matches, generator=generator, temperature=self.losses.temperature)
+            seen = heads.bev.norm(dim=1) > 0  # (K,) cells some frustum point reaches
+            losses["bev"] = bev_matched_loss(out.bev_features[seen], heads.bev[seen], max_matches=self.losses.bev_matches, generator=generator, temperature=self.losses.temperature)
         if self.losses.depth:
             losses["depth"] = depth_loss(heads.depth_probs, batch["depth_target"].to(device))
         if self.losses.ppkt:

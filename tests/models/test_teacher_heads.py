@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from models.frustum import BEV_SIZE, N_DEPTH_BINS, frustum_cells
-from models.lss import DepthNet, bev_pool, bev_pool_reference
+from models.lss import DepthNet, bev_pool, bev_pool_cells, bev_pool_reference
 from models.teacher_heads import Bridge, Decoder, TeacherHeads, camera_vector
 
 REPO = Path(__file__).resolve().parents[2]
@@ -123,6 +123,32 @@ def test_bev_pool_gradcheck():
         return bev_pool(d, c, cells, image_batch, b, bins_per_chunk=2).permute(1, 0, 2, 3).reshape(2, -1)[:, watched]
 
     assert torch.autograd.gradcheck(pooled, (depth, context))
+
+
+@pytest.mark.parametrize("points_per_chunk", [7, 1 << 20])
+def test_bev_pool_cells_equals_the_grid_at_those_cells(points_per_chunk):
+    """Pooling at a list of cells -- some reached by frustum points, one empty, in any order, cells of
+    both examples -- equals the dense grid read at those cells, in value and in both gradients."""
+    depth, context, cells, image_batch, b = _random_pool_inputs(3)
+    reached = (image_batch.view(-1, 1, 1, 1) * BEV_SIZE**2 + cells)[cells >= 0].unique()
+    rows = torch.cat([reached[torch.randperm(len(reached), generator=torch.Generator().manual_seed(0))][: len(reached) // 2], torch.tensor([BEV_SIZE**2 + 5])])
+    assert (rows >= BEV_SIZE**2).sum() > 1 and (rows < BEV_SIZE**2).sum() > 0
+    ours = bev_pool_cells(depth, context, cells, image_batch, b, rows, points_per_chunk=points_per_chunk)
+    dense = bev_pool(depth, context, cells, image_batch, b).permute(0, 2, 3, 1).reshape(-1, context.shape[1])[rows]
+    assert ours.shape == (len(rows), 7) and torch.allclose(ours, dense, atol=1e-12)
+    assert (ours[-1] == 0).all() and (ours[:-1].abs().sum(1) > 0).all()
+    upstream = torch.randn_like(ours)
+    for a, r in zip(torch.autograd.grad(ours, (depth, context), upstream), torch.autograd.grad(dense, (depth, context), upstream)):
+        assert torch.allclose(a, r, atol=1e-12)
+    assert bev_pool_cells(depth, context, cells, image_batch, b, rows[:0]).shape == (0, 7)
+    with pytest.raises(ValueError, match="rows"):
+        bev_pool_cells(depth, context, cells, image_batch, b, torch.tensor([2 * BEV_SIZE**2]))
+
+
+def test_bev_pool_cells_gradcheck():
+    depth, context, cells, image_batch, b = _random_pool_inputs(1, images=3, bins=3, h=2, w=3, channels=2)
+    rows = (image_batch.view(-1, 1, 1, 1) * BEV_SIZE**2 + cells)[cells >= 0].unique()
+    assert torch.autograd.gradcheck(lambda d, c: bev_pool_cells(d, c, cells, image_batch, b, rows, points_per_chunk=4), (depth, context))
 
 
 def test_bev_pool_rejects_mismatched_shapes():
