@@ -28,6 +28,7 @@ test: $(READY)
 
 ## make transfer: the transfer experiment of docs/RESULTS.md (about an hour on 2 CPU cores)
 transfer: $(READY)
+	PYTHON=$(PYTHON) bash scripts/fetch_teacher_weights.sh
 	$(HVD) data synth --out data/synth-transfer --preset transfer
 	$(HVD) prep all --source synth-transfer
 	$(PYTHON) bench/transfer.py

@@ -149,15 +149,17 @@ _prep_command(
 _prep_command(
     "depth-targets",
     ["depth_targets"],
-    "Minimum LiDAR depth per cell of the teacher's feature grid (input size / stride in the catalog),\n"
-    "    float16, 0 where no point falls. Needs the correspondences.",
+    "Depth supervision of the teacher's depth net: per camera image, u, v (original pixels) and depth of\n"
+    "    every LiDAR point at 1-60 m (optionally accumulated from the K nearest sweeps, motion-compensated);\n"
+    "    training min-pools them onto the augmented teacher grid.",
 )
 _prep_command(
     "teacher-cache",
     ["teacher_cache"],
-    "Frozen ResNet-50 features of every camera image at the configured input size (float16, one chunk\n"
-    "    per image, optional PCA fitted once on a sample), from the checkpoint named in the catalog\n"
-    "    (torchvision, MoCo, SwAV, DeepCluster-v2, DINO); uses a GPU when one is present.",
+    "Frozen image-encoder features (ResNet-50 or MobileNetV2, dilated) of every camera image at the\n"
+    "    configured input size (float16, one chunk per image, optional PCA fitted once on a sample), from\n"
+    "    the checkpoint named in the catalog (torchvision, MoCo, SwAV, DeepCluster-v2, DINO; torchvision's\n"
+    "    MobileNetV2); uses a GPU when one is present.",
 )
 _prep_command(
     "all",

@@ -25,7 +25,6 @@ LOCAL = "127.0.0.1"
 # resolution, the teacher at 32x56): these tests are about where stages run, not what they compute.
 FAST_PARAMS = {
     "superpixels": {"working_size": [90, 160]},
-    "depth_targets": {"input_size": [32, 56]},
     "teacher_cache": {"input_size": [32, 56], "pca_channels": 8, "pca_images": 2},
 }
 
