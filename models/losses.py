@@ -40,7 +40,7 @@ def info_nce(k: Tensor, q: Tensor, *, temperature: float = 0.07) -> Tensor:
     """NCE(k, q): mean cross-entropy of the logits k q^T / tau (S, S) with targets 0..S-1. k, q: (S, C)."""
     if k.dim() != 2 or k.shape != q.shape:
         raise ValueError(f"info_nce needs k and q of the same (S, C) shape, got {tuple(k.shape)} and {tuple(q.shape)}")
-    logits = k @ q.T / temperature  # (S, S)
+    logits = (k / temperature) @ q.T  # (S, S); scaling the (S, C) side first saves a pass over S^2 logits
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     targets = torch.arange(len(k), device=k.device)
     return F.cross_entropy(logits, targets)
