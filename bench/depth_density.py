@@ -34,7 +34,8 @@ def parse_grid(text: str) -> tuple[tuple[int, int], int]:
 
 def densities(record: dict, points: list[tuple[np.ndarray, np.ndarray]], grids) -> list[float]:
     """Per grid: labelled cells / cells, over the six cameras of one keyframe (validation view)."""
-    from pipeline import augment, depth_targets
+    from pipeline.stages import depth_targets
+    from pipeline.train import augment
 
     out = []
     for out_hw, stride in grids:
@@ -56,9 +57,8 @@ def main() -> None:
     parser.add_argument("--keyframes", type=int, default=0, help="only the first N keyframes (0: all)")
     args = parser.parse_args()
 
-    from pipeline import depth_targets
-    from pipeline.catalog import Catalog
-    from pipeline.index import ensure_index
+    from pipeline.stages import Catalog, depth_targets
+    from pipeline.stages.index import ensure_index
 
     catalog = Catalog.load(args.catalog)
     index, _ = ensure_index(catalog, args.source)

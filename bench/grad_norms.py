@@ -36,11 +36,11 @@ def main() -> None:
 
     import torch
 
-    from pipeline import pretrain_config
-    from pipeline.catalog import Catalog
-    from pipeline.pretrain_data import PretrainDataset, collate, open_stores
-    from pipeline.train_pretrain import build_net
-    from pipeline.training import group_grad_norms
+    from pipeline.stages import Catalog
+    from pipeline.train import pretrain_config
+    from pipeline.train.loop import group_grad_norms
+    from pipeline.train.pretrain import build_net
+    from pipeline.train.pretrain_data import PretrainDataset, collate, open_stores
 
     network = {"student_width": args.student_width, "bridge_channels": args.bridge_channels, "depth_channels": args.depth_channels}
     config = pretrain_config.build(None, None, {"data": {"catalog": args.catalog, "source": args.source, "batch_size": 2}, "model": network})

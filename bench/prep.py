@@ -31,12 +31,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import correspondences, superpixels  # noqa: E402
-from pipeline.catalog import Catalog  # noqa: E402
-from pipeline.index import ensure_index  # noqa: E402
-from pipeline.rowstore import RowStore  # noqa: E402
-from pipeline.sensor_data import load_image  # noqa: E402
-from pipeline.stores import read_meta  # noqa: E402
+from pipeline.data.sensor_data import load_image  # noqa: E402
+from pipeline.stages import Catalog, correspondences, superpixels  # noqa: E402
+from pipeline.stages.index import ensure_index  # noqa: E402
+from pipeline.store.rowstore import RowStore  # noqa: E402
+from pipeline.store.stores import read_meta  # noqa: E402
 
 REFERENCE_SLIC = {"n_segments": 150, "compactness": 6, "sigma": 3.0, "start_label": 0, "channel_axis": -1}
 

@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.resnet import ResNet50, frozen_teacher  # noqa: E402
-from pipeline.rowstore import _codecs  # noqa: E402
+from pipeline.store.rowstore import _codecs  # noqa: E402
 
 
 def _device_name() -> str:

@@ -25,9 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def pairs(stores, opened: dict, row: int, params) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(features (P, C), rgb (P, 3), labels (P,)) of every paired point of an index row."""
-    from pipeline import correspondences, teacher_cache
-    from pipeline.seg_data import load_labels
-    from pipeline.sensor_data import in_range, load_image, load_points
+    from pipeline.data.sensor_data import in_range, load_image, load_points
+    from pipeline.stages import correspondences, teacher_cache
+    from pipeline.train.seg_data import load_labels
 
     record = stores.index.record(row)
     points = load_points(record["lidar_path"])
@@ -56,7 +56,7 @@ def collect(stores, rows, params):
 
 
 def score(train_x, train_y, test_x, test_y) -> dict:
-    from pipeline import seg_metrics
+    from pipeline.train import seg_metrics
 
     keep = train_y > 0
     x, y = train_x[keep], train_y[keep]
@@ -85,8 +85,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="JSON file of the result")
     args = parser.parse_args()
 
-    from pipeline.catalog import Catalog
-    from pipeline.pretrain_data import open_stores
+    from pipeline.stages import Catalog
+    from pipeline.train.pretrain_data import open_stores
 
     catalog = Catalog.load(args.catalog)
     stores = open_stores(catalog, args.source)

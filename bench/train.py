@@ -48,8 +48,8 @@ def _reset_peak() -> None:
 
 
 def _stores(source: str, catalog: str):
-    from pipeline.catalog import Catalog
-    from pipeline.pretrain_data import open_stores
+    from pipeline.stages import Catalog
+    from pipeline.train.pretrain_data import open_stores
 
     return open_stores(Catalog.load(catalog), source)
 
@@ -60,10 +60,11 @@ def worker(mode: str, source: str, catalog: str, batch_size: int, steps: int) ->
     import torch
 
     from models.losses import total
-    from pipeline import pretrain_config, teacher_cache
-    from pipeline.pretrain_data import PretrainDataset, collate
-    from pipeline.sensor_data import load_image
-    from pipeline.train_pretrain import build_net
+    from pipeline.data.sensor_data import load_image
+    from pipeline.stages import teacher_cache
+    from pipeline.train import pretrain_config
+    from pipeline.train.pretrain import build_net
+    from pipeline.train.pretrain_data import PretrainDataset, collate
 
     stores = _stores(source, catalog)
     params = stores.artifacts["teacher_cache"].params
@@ -145,9 +146,9 @@ def profile_worker(source: str, catalog: str, batch_size: int, steps: int, netwo
     from models.lss import bev_pool, bev_pool_cells
     from models.student import sparse_input
     from models.teacher_heads import BEV_NORM_EPS, camera_vector
-    from pipeline import pretrain_config
-    from pipeline.pretrain_data import PretrainDataset, collate
-    from pipeline.train_pretrain import build_net
+    from pipeline.train import pretrain_config
+    from pipeline.train.pretrain import build_net
+    from pipeline.train.pretrain_data import PretrainDataset, collate
 
     stores = _stores(source, catalog)
     config = pretrain_config.build(None, None, {"data": {"catalog": catalog, "source": source, "batch_size": batch_size}, "model": network})

@@ -85,19 +85,19 @@ def run_job(job: dict) -> None:
     pretraining also records how far the backbone moved, downstream runs are evaluated."""
     import torch
 
-    from pipeline.catalog import Catalog
+    from pipeline.stages import Catalog
 
     torch.set_num_threads(1)
     config_dict, kind = job["config"], job["kind"]
     run_dir = Path(config_dict["run"]["out_dir"])
     catalog = Catalog.load(config_dict["data"]["catalog"])
     if kind == "pretrain":
-        from pipeline import pretrain_config as module
-        from pipeline.pretrain_data import open_stores
-        from pipeline.train_pretrain import build_net, train
+        from pipeline.train import pretrain_config as module
+        from pipeline.train.pretrain import build_net, train
+        from pipeline.train.pretrain_data import open_stores
     else:
-        from pipeline import finetune_config as module
-        from pipeline.train_finetune import train
+        from pipeline.train import finetune_config as module
+        from pipeline.train.finetune import train
     config = module.build(None, None, config_dict)
     if not (run_dir / "summary.json").exists():
         resume = (run_dir / "checkpoint.pt").exists()
@@ -121,7 +121,7 @@ def run_job(job: dict) -> None:
         trained = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)["student"]
         (run_dir / "moved.json").write_text(json.dumps({"backbone_moved": backbone_moved(initial, trained)}))
     if kind != "pretrain" and not (run_dir / "eval-val.json").exists():
-        from pipeline.evaluate import evaluate, write
+        from pipeline.train.evaluate import evaluate, write
 
         write(evaluate(run_dir, catalog=catalog, num_workers=0), run_dir / "eval-val.json")
 
@@ -246,7 +246,7 @@ def _wall_minutes(out: Path) -> float:
 
 
 def _teacher_line(args) -> str:
-    from pipeline.catalog import Catalog
+    from pipeline.stages import Catalog
 
     params = Catalog.load(args.catalog).artifact("teacher_cache", args.source).params
     if params.weights is None:
@@ -404,8 +404,8 @@ def main() -> None:
     args.discussion = args.discussion.read_text() if args.discussion.exists() else ""
     if not args.report_only:
         run(args)
-    from pipeline.catalog import Catalog
-    from pipeline.index import ensure_index
+    from pipeline.stages import Catalog
+    from pipeline.stages.index import ensure_index
 
     index, _ = ensure_index(Catalog.load(args.catalog), args.source)
     args.steps_per_epoch = len(index.rows("train")) // args.batch

@@ -13,11 +13,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli.options import CatalogOption, SourceOption
-from pipeline.catalog import Artifact, Catalog
 from pipeline.errors import StoreError
-from pipeline.fingerprint import canonical_json
-from pipeline.stages import PREP_STAGES
-from pipeline.stores import StoreMeta, disk_usage, list_stores, read_meta
+from pipeline.stages import PREP_STAGES, Catalog
+from pipeline.store.catalog import Artifact
+from pipeline.store.fingerprint import canonical_json
+from pipeline.store.stores import StoreMeta, disk_usage, list_stores, read_meta
 
 CAMERAS_PER_ROW = 6
 

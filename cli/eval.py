@@ -26,8 +26,8 @@ def eval_command(
     Prints per-class IoU, mIoU (over the classes present in the split) and accuracy; writes them
     with the confusion matrix (rows: ground truth, columns: prediction) as JSON.
     """
-    from pipeline import evaluate, seg_metrics
-    from pipeline.catalog import Catalog
+    from pipeline.stages import Catalog
+    from pipeline.train import evaluate, seg_metrics
 
     checkpoint = run / "checkpoint.pt" if run.is_dir() else run
     cat = Catalog.load(catalog) if catalog is not None else None  # None: the run's own catalog

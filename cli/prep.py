@@ -24,8 +24,8 @@ def index(
     lidarseg labels, six images): a missing or truncated file is reported by name and sample token.
     Every other stage runs this automatically; it is rebuilt only when the dataset's tables change.
     """
-    from pipeline.catalog import Catalog
-    from pipeline.index import ensure_index, problems_error
+    from pipeline.stages import Catalog
+    from pipeline.stages.index import ensure_index, problems_error
 
     cat = Catalog.load(catalog)
     start = time.monotonic()
@@ -67,8 +67,8 @@ def _run(stages: list[str], catalog, source, workers: int, dask_address, batch_r
     from flows import progress
     from flows.config import DaskConfig, PrepConfig
     from flows.prep import prep
-    from pipeline.catalog import Catalog
-    from pipeline.runner import StageFailed
+    from pipeline.stages import Catalog
+    from pipeline.store.runner import StageFailed
 
     cat = Catalog.load(catalog)  # fail fast, before Prefect and Dask start
     for stage in stages:

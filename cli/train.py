@@ -30,8 +30,8 @@ def pretrain(
     random states, config) and TensorBoard scalars to the run folder. For several GPUs or CPU
     processes: torchrun --nproc-per-node N -m cli.main train pretrain ...
     """
-    from pipeline import pretrain_config
-    from pipeline.train_pretrain import train
+    from pipeline.train import pretrain_config
+    from pipeline.train.pretrain import train
 
     overrides = _overrides(catalog, source, out, max_steps)
     cfg = pretrain_config.build(preset, config, overrides)
@@ -43,7 +43,7 @@ def pretrain(
 
 def _run(train, cfg, label: str, **kwargs) -> dict:
     """Run a training loop under a progress bar (losses and examples/s); print the first and last losses."""
-    from pipeline.catalog import Catalog
+    from pipeline.stages import Catalog
 
     cat = Catalog.load(cfg.data.catalog)
     with progress_bar(label, "step") as bar:
@@ -104,8 +104,8 @@ def finetune(
     for linear probing. Prints which pretrained tensors were loaded and which were not. Score the
     result with `hvd eval RUN_FOLDER`.
     """
-    from pipeline import finetune_config
-    from pipeline.train_finetune import train
+    from pipeline.train import finetune_config
+    from pipeline.train.finetune import train
 
     overrides = _overrides(catalog, source, out, max_steps)
     overrides["model"] = {}

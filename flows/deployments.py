@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from pipeline.config_file import describe_validation_error, read_yaml
 from pipeline.errors import HvdError
+from pipeline.store.config_file import describe_validation_error, read_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT_FILE = REPO / "prefect.yaml"

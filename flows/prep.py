@@ -2,9 +2,10 @@
 ``depth-targets``), each fanning batches of keyframes out to Dask through prefect-dask's
 ``DaskTaskRunner``, and the ``prep`` flow that runs stages in dependency order on one Dask cluster.
 
-The stage logic is ``pipeline.runner``: a flow plans on the driver, maps ``compute-rows`` tasks
-over batches, and commits the artifact last. A stage with failed keyframes ends Failed (its other
-keyframes are stored); ``prep`` still runs the remaining stages, then fails listing every bad file.
+The stage logic is ``pipeline.store.runner``: a flow plans on the driver, maps ``compute-rows``
+tasks over batches, and commits the artifact last. A stage with failed keyframes ends Failed (its
+other keyframes are stored); ``prep`` still runs the remaining stages, then fails listing every bad
+file.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from prefect_dask import DaskTaskRunner
 
 from flows import progress
 from flows.config import DaskConfig, PrepConfig
-from pipeline import runner
-from pipeline.catalog import Catalog
-from pipeline.runner import StageFailed, Summary
+from pipeline.stages import Catalog
 from pipeline.stages import PREP_STAGES as STAGE_ORDER
+from pipeline.store import runner
+from pipeline.store.runner import StageFailed, Summary
 
 
 @task(name="compute-rows", cache_policy=NONE, retries=0)

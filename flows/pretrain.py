@@ -24,8 +24,8 @@ from prefect import flow, get_run_logger
 from prefect.exceptions import MissingContextError
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from pipeline import pretrain_config
 from pipeline.errors import HvdError
+from pipeline.train import pretrain_config
 
 
 class PretrainFailed(HvdError):
@@ -40,7 +40,7 @@ class PretrainJob(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     nproc: int = Field(1, ge=1, description="processes torchrun starts (one per GPU)")
-    preset: str | None = Field("demo", description="demo or nuscenes (pipeline/pretrain_config.py)")
+    preset: str | None = Field("demo", description="demo or nuscenes (pipeline/train/pretrain_config.py)")
     config_file: str | None = Field(None, description="YAML file of a PretrainConfig, relative to the working directory")
     overrides: dict[str, Any] = Field(default_factory=dict, description="PretrainConfig keys applied last")
     resume: bool = False

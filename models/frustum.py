@@ -1,7 +1,7 @@
 """Camera geometry of the BEV branch: where a pixel of an augmented image, at a given depth, lies
 in the augmented LiDAR frame, and which BEV cell that is. Shared by the data augmentation
-(``pipeline.augment``), the LSS lift (``models.lss``) and the student's BEV head, so the camera and
-LiDAR branches agree by construction (METHOD.md section 3, "ours").
+(``pipeline.train.augment``), the LSS lift (``models.lss``) and the student's BEV head, so the
+camera and LiDAR branches agree by construction (docs/METHOD.md section 3, "ours").
 
 Conventions:
 - pixel coordinates (u, v) = (column, row), pixel centres at integers;

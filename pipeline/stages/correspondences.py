@@ -3,7 +3,7 @@ the image, with their pixel position (u = column, v = row, original pixels, floa
 
 The projection goes LiDAR -> ego(t_lidar) -> global -> ego(t_camera) -> camera -> pixels, so the ego
 motion between the sweep and each camera's exposure is accounted for. Point indices refer to the
-cloud after the method's range filter (``pipeline.sensor_data.in_range``), in file order.
+cloud after the method's range filter (``pipeline.data.sensor_data.in_range``), in file order.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from pipeline.data.geometry import invert
+from pipeline.data.sensor_data import in_range, load_points
 from pipeline.errors import RowError
-from pipeline.geometry import invert
-from pipeline.rowstore import ArraySpec, RowStore
-from pipeline.sensor_data import in_range, load_points
-from pipeline.stages import StageInfo
+from pipeline.store.rowstore import ArraySpec, RowStore
+from pipeline.store.stage import StageInfo
 
 VERSION = 2  # 2: the pairings of all cameras packed back to back in each row
 N_CAMERAS = 6
@@ -75,7 +75,7 @@ def lidar_to_cameras(record: dict, lidar_to_ego: np.ndarray | None = None, ego_t
 def project(xyz: np.ndarray, lidar_to_cam: np.ndarray, intrinsic: np.ndarray, image_hw, params: CorrespondenceParams):
     """(point indices, uv (M, 2), depth (M,)) of the points of ``xyz`` (LiDAR frame) kept in one
     camera: depth as ``params.keeps_depth`` says, pixel within ``params.uv_min`` / ``uv_margin``
-    (also used by ``pipeline.depth_targets`` with its own params)."""
+    (also used by ``pipeline.stages.depth_targets`` with its own params)."""
     cam = xyz @ lidar_to_cam[:3, :3].T + lidar_to_cam[:3, 3]
     depth = cam[:, 2]
     front = params.keeps_depth(depth)

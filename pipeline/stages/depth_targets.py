@@ -9,9 +9,9 @@ ego(t_camera) -> camera. Static surfaces line up; moving objects leave trails, o
 paper's setting is K = 1. A keyframe with fewer neighbouring sweeps uses those that exist (the
 run says how many keyframes, see ``prepare``); a sweep file that is missing fails its keyframe.
 
-The grid is not stored: training (``pipeline.pretrain_data``) maps each camera's (u, v) through that
-camera's image-augmentation matrix and min-pools the depths onto the augmented teacher grid with
-``min_depth_grid``, whatever the teacher cache's input size and stride.
+The grid is not stored: training (``pipeline.train.pretrain_data``) maps each camera's (u, v)
+through that camera's image-augmentation matrix and min-pools the depths onto the augmented teacher
+grid with ``min_depth_grid``, whatever the teacher cache's input size and stride.
 
 Pixel convention: pixel (row, col) is centred on (v, u) = (row, col), its edges at +-0.5, so an
 image of width W spans u in [-0.5, W - 0.5), and an augmented point (u', v') falls in the cell
@@ -23,12 +23,12 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipeline import correspondences
+from pipeline.data.sensor_data import load_points
 from pipeline.errors import RowError
-from pipeline.index import MAX_SWEEPS
-from pipeline.rowstore import ArraySpec, RowStore
-from pipeline.sensor_data import load_points
-from pipeline.stages import StageInfo
+from pipeline.stages import correspondences
+from pipeline.stages.index import MAX_SWEEPS
+from pipeline.store.rowstore import ArraySpec, RowStore
+from pipeline.store.stage import StageInfo
 
 VERSION = 2  # 2: every projected point (u, v, depth) from K sweeps, pooled onto the grid at training time
 N_CAMERAS = 6

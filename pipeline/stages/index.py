@@ -21,20 +21,12 @@ from typing import NamedTuple
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from pipeline.data.source import CAMERAS, LIDAR
 from pipeline.errors import SourceError
-from pipeline.stages import StageInfo
+from pipeline.store.stage import StageInfo
 
 VERSION = 2  # 2: the neighbouring LIDAR_TOP sweeps of each keyframe
 
-CAMERAS: tuple[str, ...] = (
-    "CAM_FRONT",
-    "CAM_FRONT_RIGHT",
-    "CAM_BACK_RIGHT",
-    "CAM_BACK",
-    "CAM_BACK_LEFT",
-    "CAM_FRONT_LEFT",
-)
-LIDAR = "LIDAR_TOP"
 MAX_REPORTED = 20
 MAX_SWEEPS = 10  # neighbouring LiDAR sweeps indexed per keyframe (nuScenes: 20 Hz, so +-0.25 s)
 
@@ -58,7 +50,7 @@ STAGE = StageInfo(
 
 
 def _pose(record: dict) -> np.ndarray:
-    from pipeline.geometry import rigid
+    from pipeline.data.geometry import rigid
 
     return rigid(np.asarray(record["rotation"], dtype=np.float64), record["translation"])
 
@@ -87,7 +79,7 @@ def _neighbour_sweeps(nusc, lidar: dict) -> dict[str, list]:
 
 
 def _scene_splits(nusc, split) -> dict[str, tuple[str, str]]:
-    from pipeline.splits import seeded_split, slidr_split
+    from pipeline.data.splits import seeded_split, slidr_split
 
     names = [s["name"] for s in nusc.scene]
     if split.kind == "slidr":
@@ -96,11 +88,12 @@ def _scene_splits(nusc, split) -> dict[str, tuple[str, str]]:
 
 
 def build(source, params: IndexParams, on_progress: Callable[[int, int], None] | None = None):
-    """(pyarrow table, problems) for ``source`` (a ``pipeline.catalog.Source``): one message per
-    missing or truncated file, naming the sample; with ``allow_missing`` those keyframes are left out."""
+    """(pyarrow table, problems) for ``source`` (a ``pipeline.store.catalog.Source``): one message
+    per missing or truncated file, naming the sample; with ``allow_missing`` those keyframes are
+    left out."""
     import pyarrow as pa
 
-    from pipeline.source import check_image, check_lidar, open_nuscenes
+    from pipeline.data.source import check_image, check_lidar, open_nuscenes
 
     nusc = open_nuscenes(source.dataroot, source.version)
     root = Path(source.dataroot)
@@ -313,7 +306,7 @@ class SampleIndex:
 def load(path: str, dataroot: Path) -> SampleIndex:
     import pyarrow.parquet as pq
 
-    from pipeline.stores import _is_url, _url_fs, read_meta
+    from pipeline.store.stores import _is_url, _url_fs, read_meta
 
     if _is_url(path):  # any fsspec URL (s3://, gs://, file://), not only those pyarrow knows
         fs, inner = _url_fs(path)
@@ -326,7 +319,7 @@ def _write(table, path: str) -> None:
     one upload (object stores show an object only once it is complete)."""
     import pyarrow.parquet as pq
 
-    from pipeline.stores import _is_url, _url_fs
+    from pipeline.store.stores import _is_url, _url_fs
 
     if _is_url(path):
         fs, inner = _url_fs(path)
@@ -342,7 +335,7 @@ def _write(table, path: str) -> None:
 def ensure_index(catalog, source: str | None = None, rebuild: bool = False, on_progress=None) -> tuple[SampleIndex, bool]:
     """(index, built): the source's index, rebuilt first if missing, of another fingerprint, or older
     than the dataset's tables. Every stage calls this instead of reading the devkit."""
-    from pipeline.stores import StoreMeta, _kind, code_version, read_meta, utc_now, write_parquet_meta
+    from pipeline.store.stores import StoreMeta, _kind, code_version, read_meta, utc_now, write_parquet_meta
 
     artifact = catalog.artifact("index", source)
     src = artifact.source

@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.data.sensor_data import load_image
 from pipeline.errors import StoreError
-from pipeline.rowstore import ArraySpec
-from pipeline.sensor_data import load_image
-from pipeline.stages import StageInfo
+from pipeline.store.rowstore import ArraySpec
+from pipeline.store.stage import StageInfo
 
 VERSION = 1
 N_CAMERAS = 6

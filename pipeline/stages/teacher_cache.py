@@ -22,9 +22,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
-from pipeline.rowstore import ArraySpec, RowStore
-from pipeline.sensor_data import load_image
-from pipeline.stages import StageInfo
+from pipeline.data.sensor_data import load_image
+from pipeline.store.rowstore import ArraySpec, RowStore
+from pipeline.store.stage import StageInfo
 
 VERSION = 1
 N_CAMERAS = 6

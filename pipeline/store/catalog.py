@@ -3,7 +3,10 @@
 Loading turns the YAML into typed specs (unknown keys are errors, reported by file and dotted key
 path) and resolves them into ``Source`` and ``Artifact`` objects whose fingerprints say what each
 artifact *is* and whose paths say where its store lives. Nothing machine-written goes into the
-catalog: completion and provenance live in each store's own metadata (``pipeline.stores``).
+catalog: completion and provenance live in each store's own metadata (``pipeline.store.stores``).
+
+Which stages an artifact may name, and what each one is, comes from a ``StageTable``: the catalog
+names no stage itself. ``pipeline.stages.Catalog`` is this class bound to hvd's stages.
 """
 
 from __future__ import annotations
@@ -12,14 +15,14 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.config_file import describe_validation_error, read_yaml
 from pipeline.errors import CatalogError, SourceError
-from pipeline.fingerprint import fingerprint, fingerprint_document
-from pipeline.stages import KNOWN_STAGES, StageInfo, stage_info
+from pipeline.store.config_file import describe_validation_error, read_yaml
+from pipeline.store.fingerprint import fingerprint, fingerprint_document
+from pipeline.store.stage import StageInfo, StageTable
 
 DEFAULT_CATALOG = "data_catalog.yaml"
 SYNTH_MANIFEST = Path("synth") / "manifest.json"
@@ -156,9 +159,16 @@ def _read_synth_identity(dataroot: Path) -> dict[str, Any] | None:
 
 class Catalog:
     """A loaded, checked catalog. Sources and artifacts are resolved on demand (a source's
-    fingerprint reads its dataset's manifest) and cached for the life of the object."""
+    fingerprint reads its dataset's manifest) and cached for the life of the object.
+
+    ``stages`` is set by the subclass that binds the catalog to a table of stages
+    (``pipeline.stages.Catalog``); this class cannot be loaded on its own."""
+
+    stages: ClassVar[StageTable]
 
     def __init__(self, path: Path, spec: CatalogSpec) -> None:
+        if not hasattr(self, "stages"):
+            raise TypeError("a catalog needs its stage table: load pipeline.stages.Catalog")
         self.path = path
         self.spec = spec
         root = spec.store_root
@@ -218,10 +228,10 @@ class Catalog:
         if "source" in artifacts:
             raise CatalogError(f"{where}: 'source' is reserved and cannot name an artifact")
         for name, art in artifacts.items():
-            if art.stage not in KNOWN_STAGES:
+            if art.stage not in self.stages.names:
                 raise CatalogError(
                     f"{where}: artifacts.{name}.stage: unknown stage {art.stage!r} "
-                    f"(known stages: {', '.join(KNOWN_STAGES)})"
+                    f"(known stages: {', '.join(self.stages.names)})"
                 )
             for dep in art.inputs:
                 if dep not in artifacts:
@@ -287,7 +297,7 @@ class Catalog:
         key = (src.name, name)
         if key not in self._artifacts:
             spec = self.spec.artifacts[name]
-            stage = stage_info(spec.stage)
+            stage = self.stages.info(spec.stage)
             inputs = {dep: self._build(dep, src) for dep in spec.inputs}
             params = self._params(name, spec, stage, src)
             upstream = {"source": src.fingerprint, **{d: a.fingerprint for d, a in inputs.items()}}

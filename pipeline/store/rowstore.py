@@ -10,7 +10,7 @@ Layout (N rows, in the order keyframes were first added; never reordered):
   then, afterwards a number derived from the index row's content hash, so a row whose inputs changed
   (same token, other files or calibration) reads as not done and is recomputed;
 - ``shared/``: store-level arrays that are not per row (e.g. a PCA basis), written by the driver;
-- the ``hvd`` group attribute (``pipeline.stores.StoreMeta``), rewritten only by the driver.
+- the ``hvd`` group attribute (``pipeline.store.stores.StoreMeta``), rewritten only by the driver.
 
 Only the driver creates, resizes and commits; workers only write rows.
 """
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.errors import StoreError
-from pipeline.stores import META_KEY, StoreMeta, write_zarr_meta
+from pipeline.store.stores import META_KEY, StoreMeta, write_zarr_meta
 
 TOKEN, DONE, SHARED = "token", "done", "shared"
 

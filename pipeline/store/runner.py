@@ -7,7 +7,9 @@ this process, or on Dask workers through ``flows``), commit the artifact last.
   corrupt file) is reported with its sample token and does not stop the others;
 - ``commit`` (driver): record what is done; ``complete`` only when every row of the index is.
 
-Nothing here imports Prefect or Dask.
+The runner names no stage: it reaches each one through the catalog's stage table
+(``pipeline.store.stage.StageTable``), which every job carries to its worker. Nothing here imports
+Prefect or Dask.
 """
 
 from __future__ import annotations
@@ -19,19 +21,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.errors import HvdError, RowError, StoreError
-from pipeline.rowstore import RowStore
-from pipeline.stages import stage_module
-from pipeline.stores import StoreMeta, code_version, utc_now
+from pipeline.store.rowstore import RowStore
+from pipeline.store.stage import StageTable
+from pipeline.store.stores import StoreMeta, code_version, utc_now
 
 
 @dataclass
 class Plan:
-    artifact: object  # pipeline.catalog.Artifact
-    index: object  # pipeline.index.SampleIndex
+    artifact: object  # pipeline.store.catalog.Artifact
+    index: object  # the source's sample index (pipeline.stages.index.SampleIndex)
     store: RowStore
     rows: np.ndarray  # store row of each index row
     todo: np.ndarray  # index rows to compute
     inputs: dict[str, str]  # input artifact name -> store path
+    stages: StageTable
     notes: list[str] = field(default_factory=list)  # what the stage wants the user to know
 
 
@@ -40,6 +43,7 @@ class Job:
     """A batch of rows for one worker: everything it needs, picklable, no catalog or index."""
 
     stage: str
+    stages: StageTable
     store: str
     params: dict
     inputs: dict[str, str]
@@ -85,10 +89,8 @@ def _meta(artifact, index, done: int, created: str | None, extra: dict | None = 
 
 
 def plan(catalog, name: str, source: str | None = None, on_index_progress=None) -> Plan:
-    from pipeline.index import ensure_index
-
     artifact = catalog.artifact(name, source)
-    index, _ = ensure_index(catalog, artifact.source.name, on_progress=on_index_progress)
+    index, _ = catalog.stages.ensure_index(catalog, artifact.source.name, on_progress=on_index_progress)
     inputs = {}
     for dep_name, dep in artifact.inputs.items():
         if dep.stage.name == "index":
@@ -97,12 +99,12 @@ def plan(catalog, name: str, source: str | None = None, on_index_progress=None) 
         if dep_meta is None:
             raise StoreError(f"{name} needs {dep_name}, which is not built yet: run `hvd prep {dep.stage.name.replace('_', '-')}` first")
         inputs[dep_name] = dep.path
-    module = stage_module(artifact.stage.name)
+    module = catalog.stages.module(artifact.stage.name)
     store = RowStore.open_or_create(artifact.path, _meta(artifact, index, 0, None), module.specs(artifact.params, index))
     notes = module.prepare(store, artifact.params, index) if hasattr(module, "prepare") else []
     rows = store.assign(index.tokens)
     todo = np.flatnonzero(store.pending(rows, list(index.column("row_hash"))))
-    return Plan(artifact, index, store, rows, todo, inputs, notes)
+    return Plan(artifact, index, store, rows, todo, inputs, catalog.stages, notes)
 
 
 def _exists(path: str) -> bool:
@@ -116,14 +118,14 @@ def jobs(p: Plan, batch_rows: int) -> list[Job]:
     params = {k: v for k, v in p.artifact.params.model_dump(mode="json").items() if k in fields}
     todo = [int(i) for i in p.todo]
     return [
-        Job(p.artifact.stage.name, p.store.path, params, p.inputs, [(int(p.rows[i]), p.index.record(i)) for i in todo[k : k + batch_rows]])
+        Job(p.artifact.stage.name, p.stages, p.store.path, params, p.inputs, [(int(p.rows[i]), p.index.record(i)) for i in todo[k : k + batch_rows]])
         for k in range(0, len(todo), batch_rows)
     ]
 
 
 def run_job(job: Job) -> list[dict]:
     """Compute and write every row of ``job``; one result per row: token, ok, error."""
-    module = stage_module(job.stage)
+    module = job.stages.module(job.stage)
     params = module.STAGE.params.model_validate(job.params)
     store = RowStore.open(job.store, mode="r+")
     inputs = {name: RowStore.open(path) for name, path in job.inputs.items()}

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import __version__
+from pipeline.data.source import CAMERAS
 from pipeline.errors import HvdError
-from pipeline.index import CAMERAS
 from pipeline.synth import layout, sensors, tables
 from pipeline.synth.presets import SynthPreset
 from pipeline.synth.render import ego_to_global, render_camera, render_lidar

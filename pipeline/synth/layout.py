@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.classes import LIDARSEG_INDEX
+from pipeline.data.classes import LIDARSEG_INDEX
 
 CENTRE_Y_M = 120.0  # mean y of the centreline
 CURVE_AMPLITUDE_M = 6.0

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.geometry import invert, rigid, yaw_matrix
+from pipeline.data.geometry import invert, rigid, yaw_matrix
 from pipeline.synth import appearance, layout, sensors
 from pipeline.synth.raycast import GROUND, MISS, cast, materialize, surface
 from pipeline.synth.world import Scene, World

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.geometry import rigid, yaw_matrix
-from pipeline.index import CAMERAS
+from pipeline.data.geometry import rigid, yaw_matrix
+from pipeline.data.source import CAMERAS
 from pipeline.synth.raycast import Primitives
 
 LIDAR_CHANNEL = "LIDAR_TOP"

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.classes import LIDARSEG_CLASSES
-from pipeline.geometry import matrix_to_quaternion, yaw_quaternion
+from pipeline.data.classes import LIDARSEG_CLASSES
+from pipeline.data.geometry import matrix_to_quaternion, yaw_quaternion
 
 ATTRIBUTES = (
     ("vehicle.moving", "Vehicle is moving."),

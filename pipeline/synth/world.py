@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.classes import LIDARSEG_INDEX
+from pipeline.data.classes import LIDARSEG_INDEX
 from pipeline.synth import layout
 from pipeline.synth.appearance import Material
 from pipeline.synth.presets import SynthPreset

@@ -13,10 +13,10 @@ import torch
 
 from models.segmentation import SegmentationNet
 from models.student import sparse_input
-from pipeline import seg_metrics
 from pipeline.errors import HvdError
-from pipeline.finetune_config import FinetuneConfig
-from pipeline.seg_data import SegDataset, seg_collate, select_rows
+from pipeline.train import seg_metrics
+from pipeline.train.finetune_config import FinetuneConfig
+from pipeline.train.seg_data import SegDataset, seg_collate, select_rows
 
 
 def load_model(checkpoint: Path) -> tuple[SegmentationNet, FinetuneConfig, dict]:
@@ -53,13 +53,13 @@ def evaluate(
     num_workers: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """The segmentation report (``pipeline.seg_metrics.report``) of a checkpoint on a split, with
-    what was evaluated; ``catalog``: the one the run was trained with unless given."""
-    from pipeline.index import ensure_index
+    """The segmentation report (``pipeline.train.seg_metrics.report``) of a checkpoint on a split,
+    with what was evaluated; ``catalog``: the one the run was trained with unless given."""
+    from pipeline.stages.index import ensure_index
 
     net, config, where = load_model(checkpoint)
     if catalog is None:
-        from pipeline.catalog import Catalog
+        from pipeline.stages import Catalog
 
         catalog = Catalog.load(config.data.catalog)
     source = source or config.data.source

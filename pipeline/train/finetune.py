@@ -20,11 +20,11 @@ from torch import nn
 from models.lovasz import lovasz_softmax
 from models.segmentation import SegmentationNet, load_pretrained, pretrained_width
 from models.student import sparse_input
-from pipeline import finetune_config
 from pipeline.errors import HvdError
-from pipeline.finetune_config import FinetuneConfig
-from pipeline.seg_data import SegDataset, seg_collate, select_rows
-from pipeline.training import Loop, rank_world, setup_distributed
+from pipeline.train import finetune_config
+from pipeline.train.finetune_config import FinetuneConfig
+from pipeline.train.loop import Loop, rank_world, setup_distributed
+from pipeline.train.seg_data import SegDataset, seg_collate, select_rows
 
 IGNORE = -100
 
@@ -101,7 +101,7 @@ def train(
     on_loaded: Callable[[dict | None], None] | None = None,
 ) -> dict:
     """Train; return {"steps", "first", "last", "out_dir", "load_report", "scenes", "examples"}."""
-    from pipeline.index import ensure_index
+    from pipeline.stages.index import ensure_index
 
     device = setup_distributed()
     rank, world = rank_world()

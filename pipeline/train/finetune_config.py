@@ -8,9 +8,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.config_file import build_config, save_config
-from pipeline.pretrain_config import RunConfig
-from pipeline.seg_data import SegDataConfig
+from pipeline.store.config_file import build_config, save_config
+from pipeline.train.pretrain_config import RunConfig
+from pipeline.train.seg_data import SegDataConfig
 
 
 class _Config(BaseModel):

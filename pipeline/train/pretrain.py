@@ -20,10 +20,10 @@ from models.frustum import BEV_SIZE
 from models.losses import LossConfig, bev_matched_loss, depth_loss, ipv_loss, ppkt_loss, total
 from models.student import Student, StudentConfig, sparse_input
 from models.teacher_heads import TeacherHeads, camera_vector
-from pipeline import pretrain_config
-from pipeline.pretrain_config import NetworkConfig, PretrainConfig
-from pipeline.pretrain_data import PretrainDataset, Stores, collate, open_stores
-from pipeline.training import Loop, rank_world, setup_distributed
+from pipeline.train import pretrain_config
+from pipeline.train.loop import Loop, rank_world, setup_distributed
+from pipeline.train.pretrain_config import NetworkConfig, PretrainConfig
+from pipeline.train.pretrain_data import PretrainDataset, Stores, collate, open_stores
 
 
 

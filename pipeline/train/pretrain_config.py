@@ -10,8 +10,8 @@ from typing import Literal, get_type_hints
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from models.losses import LossConfig
-from pipeline.config_file import build_config, save_config
-from pipeline.pretrain_data import DataConfig
+from pipeline.store.config_file import build_config, save_config
+from pipeline.train.pretrain_data import DataConfig
 
 
 class _Config(BaseModel):

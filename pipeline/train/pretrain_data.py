@@ -13,13 +13,14 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline import augment, correspondences, depth_targets, teacher_cache
-from pipeline.augment import AugmentConfig
+from pipeline.data.sensor_data import in_range, load_points
 from pipeline.errors import CatalogError, StoreError
-from pipeline.rowstore import RowStore
-from pipeline.sensor_data import in_range, load_points
-from pipeline.stores import read_meta
-from pipeline.voxelize import voxelize
+from pipeline.stages import correspondences, depth_targets, teacher_cache
+from pipeline.store.rowstore import RowStore
+from pipeline.store.stores import read_meta
+from pipeline.train import augment
+from pipeline.train.augment import AugmentConfig
+from pipeline.train.voxelize import voxelize
 
 STORES = ("superpixels", "correspondences", "depth_targets", "teacher_cache")
 N_CAMERAS = 6
@@ -44,7 +45,7 @@ class Stores:
     """The index and the opened stores of one source, checked against the catalog."""
 
     index: object
-    artifacts: dict  # name -> pipeline.catalog.Artifact
+    artifacts: dict  # name -> pipeline.store.catalog.Artifact
     paths: dict[str, str]
 
     def open(self) -> dict[str, RowStore]:
@@ -54,7 +55,7 @@ class Stores:
 def open_stores(catalog, source: str | None = None) -> Stores:
     """Check that every store training reads exists, matches the catalog's fingerprint and covers
     every keyframe of the index; otherwise say which ``hvd prep`` command builds it."""
-    from pipeline.index import ensure_index
+    from pipeline.stages.index import ensure_index
 
     index, _ = ensure_index(catalog, source)
     artifacts, paths = {}, {}

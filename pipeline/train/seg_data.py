@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.classes import segmentation_lut
+from pipeline.data.classes import segmentation_lut
+from pipeline.data.sensor_data import load_points
 from pipeline.errors import RowError, StoreError
-from pipeline.sensor_data import load_points
-from pipeline.voxelize import voxelize
+from pipeline.train.voxelize import voxelize
 
 # official split names of the index that fine-tuning trains / evaluates on
 TRAIN_SPLITS = ("train", "mini_train")

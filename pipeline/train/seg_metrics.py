@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.classes import SEGMENTATION_CLASSES
+from pipeline.data.classes import SEGMENTATION_CLASSES
 
 CLASS_NAMES = SEGMENTATION_CLASSES[1:]  # the 16 evaluated classes; label k is CLASS_NAMES[k - 1]
 N_CLASSES = len(CLASS_NAMES)

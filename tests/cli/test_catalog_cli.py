@@ -13,8 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from pipeline.catalog import Artifact, Catalog
-from pipeline.stores import StoreMeta, utc_now, write_parquet_meta
+from pipeline.stages import Catalog
+from pipeline.store.catalog import Artifact
+from pipeline.store.stores import StoreMeta, utc_now, write_parquet_meta
 
 WriteCatalog = Callable[..., Path]
 TWO_ARTIFACTS = "  index:\n    stage: index\n  subset:\n    stage: index\n    inputs: [index]\n"

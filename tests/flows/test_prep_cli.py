@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.catalog import Catalog
-from pipeline.runner import run_local
-from pipeline.stores import read_meta
+from pipeline.stages import Catalog
+from pipeline.store.runner import run_local
+from pipeline.store.stores import read_meta
 from tests.conftest import assert_same_stores, catalog_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,7 +66,7 @@ def test_killed_prep_all_resumes_to_the_same_stores(tiny_root, tiny_copy, tmp_pa
 
 def test_a_missing_file_fails_its_keyframe_and_a_rerun_finishes_it(tiny_copy, tmp_path):
     catalog = Catalog.load(catalog_for(tmp_path, tiny_copy, stages=True))
-    from pipeline.index import ensure_index
+    from pipeline.stages.index import ensure_index
 
     index, _ = ensure_index(catalog)
     record = index.record(3)

@@ -11,10 +11,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pipeline.catalog import Catalog
-from pipeline.rowstore import RowStore
-from pipeline.runner import run_local
-from pipeline.stages import PREP_STAGES
+from pipeline.stages import PREP_STAGES, Catalog
+from pipeline.store.rowstore import RowStore
+from pipeline.store.runner import run_local
 from tests.conftest import assert_same_stores, catalog_for
 from tests.integration.conftest import BIN, FAST_PARAMS, LOCAL, free_port, local_env
 

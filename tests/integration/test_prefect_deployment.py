@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from flows.config import DaskConfig, PrepConfig
-from pipeline.catalog import Catalog
-from pipeline.stages import PREP_STAGES
-from pipeline.stores import read_meta
+from pipeline.stages import PREP_STAGES, Catalog
+from pipeline.store.stores import read_meta
 from pipeline.synth import PRESETS
 from pipeline.synth.generate import generate
 from tests.conftest import catalog_for

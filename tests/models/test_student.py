@@ -9,7 +9,7 @@ import torch
 from models.frustum import BEV_SIZE, voxel_bev_cell
 from models.minkowski import ME
 from models.student import MinkUNet34C, Student, StudentConfig, backbone_state_dict, collapse_z, sparse_input
-from pipeline.voxelize import voxelize
+from pipeline.train.voxelize import voxelize
 
 # ME 0.5.4 instantiates its autograd Functions, which torch 2.x deprecates; nothing of ours.
 pytestmark = pytest.mark.filterwarnings("ignore:.*should not be instantiated:DeprecationWarning")

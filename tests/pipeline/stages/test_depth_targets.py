@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import augment, correspondences, depth_targets
-from pipeline.catalog import Catalog
-from pipeline.classes import LIDARSEG_INDEX
-from pipeline.depth_targets import DepthTargetParams
-from pipeline.index import ensure_index
-from pipeline.rowstore import RowStore
-from pipeline.runner import run_local
-from pipeline.sensor_data import load_points
+from pipeline.data.classes import LIDARSEG_INDEX
+from pipeline.data.sensor_data import load_points
+from pipeline.stages import Catalog, correspondences, depth_targets
+from pipeline.stages.depth_targets import DepthTargetParams
+from pipeline.stages.index import ensure_index
+from pipeline.store.rowstore import RowStore
+from pipeline.store.runner import run_local
+from pipeline.train import augment
 from tests.conftest import catalog_for
 
 

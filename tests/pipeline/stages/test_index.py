@@ -14,11 +14,12 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from pipeline.catalog import Catalog
+from pipeline.data.geometry import rigid
+from pipeline.data.source import CAMERAS
+from pipeline.data.splits import seeded_split
 from pipeline.errors import SourceError
-from pipeline.geometry import rigid
-from pipeline.index import CAMERAS, MAX_SWEEPS, ensure_index, problems_error
-from pipeline.splits import SLIDR_PARAMETRIZE, seeded_split, slidr_split
+from pipeline.stages import Catalog
+from pipeline.stages.index import MAX_SWEEPS, ensure_index, problems_error
 from tests.conftest import catalog_for
 
 
@@ -115,8 +116,8 @@ def test_the_row_hash_changes_with_a_sweep(tiny_copy, tmp_path):
 def test_a_dataset_without_sweeps_indexes_with_empty_lists(tiny_copy, tmp_path):
     """Only keyframes (no other LIDAR_TOP sample_data, no prev/next chain): the index has empty
     sweep lists, and depth targets asked for 3 sweeps use the one there is, saying so."""
-    from pipeline import depth_targets
-    from pipeline.runner import run_local
+    from pipeline.stages import depth_targets
+    from pipeline.store.runner import run_local
 
     records = [sd for sd in _table(tiny_copy, "sample_data") if sd["is_key_frame"] or "/LIDAR_TOP/" not in sd["filename"]]
     for sd in records:
@@ -146,18 +147,6 @@ def test_split_is_by_scene_and_seeded(built):
     a, b = seeded_split(names, 0.25, 0), seeded_split(list(reversed(names)), 0.25, 0)
     assert a == b and sum(v[0] == "val" for v in a.values()) == 5
     assert seeded_split(names, 0.25, 1) != a
-
-
-def test_slidr_split_holds_out_the_parametrize_scenes():
-    from nuscenes.utils.splits import create_splits_scenes
-
-    official = create_splits_scenes(verbose=False)
-    names = official["train"] + official["val"]
-    split = slidr_split(names, "v1.0-trainval")
-    pretrain = [n for n in names if split[n][0] == "train"]
-    held = [n for n in names if split[n][0] == "val"]
-    assert len(pretrain) == 600 and set(held) == SLIDR_PARAMETRIZE
-    assert all(split[n] == ("", "val") for n in official["val"])
 
 
 def test_index_is_reused_until_the_tables_change(built):

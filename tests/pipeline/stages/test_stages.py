@@ -1,5 +1,5 @@
-"""The per-keyframe stages through ``pipeline.runner`` (no Prefect, no Dask): what they compute,
-and the incremental, versioned and bad-input behaviour of their stores."""
+"""The per-keyframe stages through ``pipeline.store.runner`` (no Prefect, no Dask): what they
+compute, and the incremental, versioned and bad-input behaviour of their stores."""
 
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import correspondences, superpixels
-from pipeline.catalog import Catalog
-from pipeline.index import ensure_index
-from pipeline.rowstore import RowStore
-from pipeline.runner import run_local
-from pipeline.sensor_data import in_range, load_image, load_points
-from pipeline.stores import read_meta
+from pipeline.data.sensor_data import in_range, load_image, load_points
+from pipeline.stages import Catalog, correspondences, superpixels
+from pipeline.stages.index import ensure_index
+from pipeline.store.rowstore import RowStore
+from pipeline.store.runner import run_local
+from pipeline.store.stores import read_meta
 from pipeline.synth import PRESETS
 from pipeline.synth.generate import generate
 from tests.conftest import catalog_for

@@ -9,13 +9,12 @@ import pytest
 import torch
 
 from models.resnet import ResNet50
-from pipeline import teacher_cache
-from pipeline.catalog import Catalog
-from pipeline.index import ensure_index
-from pipeline.rowstore import RowStore
-from pipeline.runner import plan, run_local
-from pipeline.sensor_data import load_image
-from pipeline.stores import read_meta
+from pipeline.data.sensor_data import load_image
+from pipeline.stages import Catalog, teacher_cache
+from pipeline.stages.index import ensure_index
+from pipeline.store.rowstore import RowStore
+from pipeline.store.runner import plan, run_local
+from pipeline.store.stores import read_meta
 from tests.conftest import catalog_for
 
 SMALL = {"input_size": [64, 112]}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.catalog import Catalog
 from pipeline.errors import CatalogError, SourceError
+from pipeline.stages import Catalog
 
 WriteCatalog = Callable[..., Path]
 OVERRIDE = "split: {kind: seeded}\n    params:\n      index: {%s: true}"
@@ -186,7 +186,7 @@ def test_artifacts_come_in_dependency_order(
 
 
 def test_repository_catalog_loads() -> None:
-    catalog = Catalog.load(Path(__file__).resolve().parents[2] / "data_catalog.yaml")
+    catalog = Catalog.load(Path(__file__).resolve().parents[3] / "data_catalog.yaml")
     assert catalog.spec.default_source == "synth-demo"
     expected = {"synth-tiny", "synth-demo", "synth-transfer", "synth-mini", "nuscenes", "nuscenes-mini"}
     assert set(catalog.spec.sources) == expected

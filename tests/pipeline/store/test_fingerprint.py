@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from pydantic import BaseModel
 
-from pipeline.fingerprint import canonical, canonical_json, fingerprint, sha256_file
+from pipeline.store.fingerprint import canonical, canonical_json, fingerprint, sha256_file
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 PARAMS = {"size": [224, 416], "classes": {"car", "road", "pole", "tree"}, "scale": 0.5}
 INPUTS = {"source": "a" * 64, "superpixels": "b" * 64}
@@ -23,7 +23,7 @@ INPUTS = {"source": "a" * 64, "superpixels": "b" * 64}
 _CHILD = """
 import sys
 sys.path.insert(0, sys.argv[1])
-from pipeline.fingerprint import fingerprint
+from pipeline.store.fingerprint import fingerprint
 params = {"size": [224, 416], "classes": {"car", "road", "pole", "tree"}, "scale": 0.5}
 print(fingerprint("teacher-cache", 3, params, {"superpixels": "b" * 64, "source": "a" * 64}))
 """

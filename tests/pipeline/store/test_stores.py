@@ -15,7 +15,7 @@ import zarr
 
 import pipeline
 from pipeline.errors import StoreError
-from pipeline.stores import (
+from pipeline.store.stores import (
     StoreMeta,
     _git_suffix,
     code_version,

@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 from pyquaternion import Quaternion
 
-from pipeline.classes import LIDARSEG_INDEX
+from pipeline.data.classes import LIDARSEG_INDEX
+from pipeline.data.source import CAMERAS
 from pipeline.errors import HvdError
-from pipeline.index import CAMERAS
 from pipeline.synth import PRESETS
 from pipeline.synth.generate import MANIFEST, MARKERS, generate
 from tests.conftest import tree_digest
@@ -264,7 +264,7 @@ def test_same_seed_gives_identical_bytes(tiny_root, tmp_path):
 def test_killed_run_resumes_to_identical_bytes(tiny_root, tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "cli.main", "data", "synth", "--out", str(out), "--preset", "tiny", "--workers", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[2])
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[3])
     deadline = time.monotonic() + 120
     while not (out / MARKERS).exists() or len(list((out / MARKERS).glob("*.json"))) < 2:
         assert proc.poll() is None and time.monotonic() < deadline, "generation ended before it could be killed"
@@ -272,7 +272,7 @@ def test_killed_run_resumes_to_identical_bytes(tiny_root, tmp_path):
     proc.kill()
     proc.wait()
     assert not json.loads((out / MANIFEST).read_text())["complete"]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[3])
     assert done.returncode == 0, done.stderr
     assert tree_digest(out) == tree_digest(tiny_root)
 
@@ -326,7 +326,7 @@ def test_camera_rays_hit_the_lidar_points_exactly(nusc, camera_time_pose):
     very point (within 1 cm): poses, calibrations and timestamps on disk are exactly those the
     images were rendered with. Ignoring the ego motion between the LiDAR and camera timestamps
     breaks this for the side and rear cameras, which fire up to 25 ms away from the sweep."""
-    from pipeline.geometry import rigid
+    from pipeline.data.geometry import rigid
     from pipeline.synth.raycast import cast, materialize
     from pipeline.synth.world import build_world
 

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from models import frustum
-from pipeline import augment, correspondences
-from pipeline.augment import AugmentConfig, image_matrix, lidar_matrix
-from pipeline.catalog import Catalog
-from pipeline.index import ensure_index
-from pipeline.rowstore import RowStore
-from pipeline.runner import run_local
-from pipeline.sensor_data import in_range, load_points
+from pipeline.data.sensor_data import in_range, load_points
+from pipeline.stages import Catalog, correspondences
+from pipeline.stages.index import ensure_index
+from pipeline.store.rowstore import RowStore
+from pipeline.store.runner import run_local
+from pipeline.train import augment
+from pipeline.train.augment import AugmentConfig, image_matrix, lidar_matrix
 from tests.conftest import catalog_for
 
 OUT_HW = (224, 416)

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import finetune_config
-from pipeline.catalog import Catalog
-from pipeline.evaluate import evaluate
-from pipeline.train_finetune import train
+from pipeline.stages import Catalog
+from pipeline.train import finetune_config
+from pipeline.train.evaluate import evaluate
+from pipeline.train.finetune import train
 from tests.conftest import catalog_for
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.pretrain_config import OptimConfig, RunConfig
-from pipeline.training import autocast_dtype, clip_gradients, group_grad_norms
+from pipeline.train.loop import autocast_dtype, clip_gradients, group_grad_norms
+from pipeline.train.pretrain_config import OptimConfig, RunConfig
 
 
 def _groups(small: float, large: float) -> dict[str, list[nn.Parameter]]:

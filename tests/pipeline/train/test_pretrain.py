@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from pipeline import pretrain_config
-from pipeline.pretrain_data import open_stores
-from pipeline.train_pretrain import build_net, train
+from pipeline.train import pretrain_config
+from pipeline.train.pretrain import build_net, train
+from pipeline.train.pretrain_data import open_stores
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _config(catalog, out: Path, **run) -> dict:

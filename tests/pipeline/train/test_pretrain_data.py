@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import augment, depth_targets, teacher_cache
-from pipeline.augment import AugmentConfig
-from pipeline.catalog import Catalog
 from pipeline.errors import StoreError
-from pipeline.pretrain_data import DataConfig, PretrainDataset, collate, open_stores
-from pipeline.rowstore import RowStore
+from pipeline.stages import Catalog, depth_targets, teacher_cache
+from pipeline.store.rowstore import RowStore
+from pipeline.train import augment
+from pipeline.train.augment import AugmentConfig
+from pipeline.train.pretrain_data import DataConfig, PretrainDataset, collate, open_stores
 from tests.conftest import catalog_for
 
 VALIDATION = DataConfig(split="train", augment=AugmentConfig(enabled=False))
@@ -130,7 +130,7 @@ def test_depth_targets_come_from_the_store(tiny_root, tiny_stores, tmp_path):
 
 def test_the_depth_range_must_be_the_depth_bins(tiny_root, tiny_stores, tmp_path):
     from pipeline.errors import CatalogError
-    from pipeline.runner import run_local
+    from pipeline.store.runner import run_local
 
     shallow = _copy_of_the_stores(tiny_root, tiny_stores, tmp_path, params={"depth_targets": {"max_depth_m": 50.0}})
     assert run_local(shallow, "depth_targets").complete

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from pipeline import seg_metrics
-from pipeline.classes import LIDARSEG_CLASSES, SEGMENTATION_CLASSES, segmentation_lut
+from pipeline.data.classes import LIDARSEG_CLASSES, SEGMENTATION_CLASSES, segmentation_lut
 from pipeline.errors import RowError
-from pipeline.seg_data import load_labels, scene_step
+from pipeline.train import seg_metrics
+from pipeline.train.seg_data import load_labels, scene_step
 
 # The nuScenes-lidarseg benchmark's mapping (general class -> evaluation class), written out.
 EXPECTED = {

@@ -4,7 +4,7 @@ point -> voxel inverse map."""
 import numpy as np
 import pytest
 
-from pipeline.voxelize import voxel_coords, voxelize
+from pipeline.train.voxelize import voxel_coords, voxelize
 
 
 def test_hand_computed_case():
