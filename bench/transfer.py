@@ -1,5 +1,5 @@
-"""The transfer experiment (METHOD.md sections 8-9): does pretraining help, and does HVDistill beat
-its own ablations?
+"""The transfer experiment (docs/METHOD.md sections 8-9): does pretraining help, and does HVDistill
+beat its own ablations?
 
 On one synthetic source, for every pretraining seed: pretrain PPKT, SLidR (IPV), HVDistill (IPV + BEV
 + depth) and the ablations IPV + BEV and IPV + depth with the same budget; then linear-probe and

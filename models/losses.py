@@ -1,6 +1,6 @@
-"""Pretraining losses (METHOD.md section 6): InfoNCE, the image-plane superpixel loss (IPV, SLidR),
-the BEV cell loss, the LSS depth loss and the PPKT point-pixel baseline, plus ``LossConfig``, which
-switches each on or off and weighs them.
+"""Pretraining losses (docs/METHOD.md section 6): InfoNCE, the image-plane superpixel loss (IPV,
+SLidR), the BEV cell loss, the LSS depth loss and the PPKT point-pixel baseline, plus
+``LossConfig``, which switches each on or off and weighs them.
 
 All contrastive losses are NCE(k, q) = CrossEntropy(k q^T / tau, targets = diagonal): row i of ``k``
 (student) is pulled towards row i of ``q`` (teacher) and away from the other rows of ``q``.
@@ -73,7 +73,7 @@ def ipv_loss(
     """SLidR superpixel loss: k_s = mean point feature over the pairings in superpixel s, q_s = mean
     pixel feature over the pixels of s, over every superpixel of every image that has a pairing.
     Ids are made global by offsetting each image by the cumulative true counts, so no two images'
-    superpixels can share an id whatever the ids are (METHOD.md section 2, "ours")."""
+    superpixels can share an id whatever the ids are (docs/METHOD.md section 2, "ours")."""
     n_images, channels, height, width = pixel_features.shape
     superpixels = superpixels.long()
     counts = superpixel_counts.long().to(superpixels.device)
@@ -122,7 +122,7 @@ def bev_loss(
 ) -> Tensor:
     """NCE between the student's BEV column features and the teacher's BEV features at the same
     (b, ix, iy); at most ``max_matches`` columns, drawn without replacement with ``generator``
-    (METHOD.md section 6, "ours": the reference's K^2 logits do not fit at K ~ 50k)."""
+    (docs/METHOD.md section 6, "ours": the reference's K^2 logits do not fit at K ~ 50k)."""
     if len(student_index) != len(student_features):
         raise ValueError(f"bev_loss: {len(student_index)} indices but {len(student_features)} feature rows")
     b, ix, iy = student_index.unbind(1)
@@ -156,9 +156,10 @@ def depth_loss(depth_probs: Tensor, target_depth_m: Tensor) -> Tensor:
     """Binary cross-entropy between the depth distribution ``depth_probs`` (I, D, h, w) (softmax over
     D = 118 bins) and the one-hot bin of ``target_depth_m`` (I, h, w) metres (0 = no target), on the
     labelled cells only, **averaged over labelled cells x bins** -- the reference's
-    ``F.binary_cross_entropy(pred[fg], onehot[fg], reduction='mean')`` (METHOD.md section 6; the
-    weight 60 is applied by ``total``). Summing over the bins instead (BEVDepth's convention) is
-    118x larger and, at weight 60, drowns the student's gradient. Always float32, autocast or not."""
+    ``F.binary_cross_entropy(pred[fg], onehot[fg], reduction='mean')`` (docs/METHOD.md section 6;
+    the weight 60 is applied by ``total``). Summing over the bins instead (BEVDepth's convention) is
+    118x larger and, at weight 60, drowns the student's gradient. Always float32, autocast or
+    not."""
     n_images, n_bins, h, w = depth_probs.shape
     if n_bins != N_DEPTH_BINS or target_depth_m.shape != (n_images, h, w):
         raise ValueError(
@@ -206,7 +207,7 @@ def ppkt_loss(
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Which losses are on and their weights (METHOD.md: beta = 1, alpha = 0.25, eta = 60)."""
+    """Which losses are on and their weights (docs/METHOD.md: beta = 1, alpha = 0.25, eta = 60)."""
 
     ipv: bool = True
     bev: bool = True

@@ -1,4 +1,4 @@
-"""LSS depth transform of the teacher (BEVDepth-style, METHOD.md section 5) and BEV pooling.
+"""LSS depth transform of the teacher (BEVDepth-style, docs/METHOD.md section 5) and BEV pooling.
 
 ``DepthNet``: (I, 2048, h, w) features and (I, 22) camera vectors -> a softmax distribution over
 the D = 118 depth bins and a 64-channel context per feature cell.
@@ -83,7 +83,7 @@ def _mlp(cin: int, cmid: int) -> nn.Sequential:
 
 class DepthNet(nn.Module):
     """BEVDepth's camera-aware depth net. The reference's last 3x3 conv of the depth branch is
-    mmcv's deformable conv; ours is a plain conv (METHOD.md section 5)."""
+    mmcv's deformable conv; ours is a plain conv (docs/METHOD.md section 5)."""
 
     def __init__(
         self,

@@ -1,5 +1,5 @@
-"""The downstream model (METHOD.md section 8): the MinkUNet34C backbone with a new 1x1 head over the
-16 nuScenes-lidarseg classes, and loading pretrained backbone weights by name and shape."""
+"""The downstream model (docs/METHOD.md section 8): the MinkUNet34C backbone with a new 1x1 head
+over the 16 nuScenes-lidarseg classes, and loading pretrained backbone weights by name and shape."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The LiDAR student: MinkUNet34C (Res16UNet34C of MinkowskiEngine / SLidR) with the two HVDistill
-heads (METHOD.md section 5).
+heads (docs/METHOD.md section 5).
 
 - ``final_1``: 1x1 conv 96 -> 64 (+ bias), L2-normalised per voxel: the point features of the
   image-to-point-voxel (IPV) loss.

@@ -1,4 +1,4 @@
-"""The trainable parts of the teacher (METHOD.md section 5) on top of the cached frozen encoder
+"""The trainable parts of the teacher (docs/METHOD.md section 5) on top of the cached frozen encoder
 features, and the ``TeacherHeads`` module that chains them with the LSS transform:
 
     cached features (I, C | C', h, w)

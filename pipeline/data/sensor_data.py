@@ -12,7 +12,7 @@ import numpy as np
 
 from pipeline.errors import RowError
 
-POINT_RANGE_M = ((-51.2, 51.2), (-51.2, 51.2), (-5.0, 3.0))  # METHOD.md section 1, LiDAR frame
+POINT_RANGE_M = ((-51.2, 51.2), (-51.2, 51.2), (-5.0, 3.0))  # docs/METHOD.md section 1, LiDAR frame
 
 
 def load_points(path: Path) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""Superpixels: SLIC on every camera image (METHOD.md section 2), relabelled to a dense range with
-the per-image segment count stored, at a configurable working resolution.
+"""Superpixels: SLIC on every camera image (docs/METHOD.md section 2), relabelled to a dense range
+with the per-image segment count stored, at a configurable working resolution.
 
 Parameters are given at full image resolution (``sigma_px`` is scaled with the working size), so a
 reduced working resolution changes the cost, not the meaning of the parameters.

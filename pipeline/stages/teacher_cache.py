@@ -1,13 +1,13 @@
 """The teacher cache: the frozen image encoder's output for every camera image, computed once and
-read by training instead of running the teacher on every step (METHOD.md section 5).
+read by training instead of running the teacher on every step (docs/METHOD.md section 5).
 
 Each full image is resized to ``input_size`` and encoded by the chosen ``encoder``, dilated to
 ``output_stride``: a ResNet-50 (``models.resnet``, 2048 channels) with the user's self-supervised
 weights, or a MobileNetV2 (``models.mobilenet``, 1280 channels) with torchvision's ImageNet weights
 (``scripts/fetch_teacher_weights.sh``). The (C, h, w) features, C = ``encoder_channels``, are
 stored as float16 (or bfloat16 bits), one chunk per image, optionally projected to
-``pca_channels`` with a PCA basis fitted once on a sample of images and kept in the store
-(``shared/pca_mean``, ``shared/pca_components``). Without weights, a seeded random initialisation
+``pca_channels`` with a PCA basis fitted once on a sample of images and kept in the store's
+``shared`` group (``pca_mean``, ``pca_components``). Without weights, a seeded random initialisation
 stands in: for trying the pipeline, not for results.
 """
 

@@ -9,7 +9,8 @@ Layout (N rows, in the order keyframes were first added; never reordered):
 - ``done`` (N,) int64, one chunk per row, written *last* by the worker that computed the row: 0 until
   then, afterwards a number derived from the index row's content hash, so a row whose inputs changed
   (same token, other files or calibration) reads as not done and is recomputed;
-- ``shared/``: store-level arrays that are not per row (e.g. a PCA basis), written by the driver;
+- the group ``shared``: store-level arrays that are not per row (e.g. a PCA basis), written by the
+  driver;
 - the ``hvd`` group attribute (``pipeline.store.stores.StoreMeta``), rewritten only by the driver.
 
 Only the driver creates, resizes and commits; workers only write rows.

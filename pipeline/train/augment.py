@@ -1,4 +1,5 @@
-"""Training augmentation, in feature space, through one exact matrix per camera (METHOD.md section 3).
+"""Training augmentation, in feature space, through one exact matrix per camera (docs/METHOD.md
+section 3).
 
 Cloud transforms give a 4x4 ``lidar_aug`` (p' = s (R p + t), then the flips); each camera gets a 3x3
 ``img_aug`` mapping original pixels (u = column, v = row) to the augmented image (crop, resize to the
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 
 class AugmentConfig(BaseModel):
-    """Training augmentations (METHOD.md section 3); ``enabled: false`` gives the validation view."""
+    """Training augmentations (docs/METHOD.md section 3); ``enabled: false`` gives the validation view."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

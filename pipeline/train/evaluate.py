@@ -1,5 +1,5 @@
 """``hvd eval``: per-point predictions of a fine-tuned model through the voxel inverse map, scored
-against the lidarseg labels of the validation scenes (METHOD.md section 8: the ignore class
+against the lidarseg labels of the validation scenes (docs/METHOD.md section 8: the ignore class
 excluded, no test-time augmentation)."""
 
 from __future__ import annotations

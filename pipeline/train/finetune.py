@@ -1,7 +1,7 @@
-"""``hvd train finetune``: the downstream protocol of METHOD.md section 8 -- the MinkUNet34C backbone
-(pretrained weights loaded by name and shape, or from scratch) with a new 1x1 head, trained on a
-fraction of the labelled scenes with cross-entropy + Lovasz-softmax, by fine-tuning everything or by
-linear probing (backbone frozen).
+"""``hvd train finetune``: the downstream protocol of docs/METHOD.md section 8 -- the MinkUNet34C
+backbone (pretrained weights loaded by name and shape, or from scratch) with a new 1x1 head, trained
+on a fraction of the labelled scenes with cross-entropy + Lovasz-softmax, by fine-tuning everything
+or by linear probing (backbone frozen).
 
 Runs alone or under ``torchrun`` like pretraining; checkpoints hold the model, optimiser, scheduler,
 position in the data, random states, the config and what was loaded, so ``--resume`` continues

@@ -25,12 +25,13 @@ class ModelSettings(_Config):
     pretrained: str | None = None
     mode: Literal["finetune", "linear"] = "finetune"
     cache_frozen_features: bool = Field(False, description="linear probing without augmentation: keep each keyframe's frozen backbone features in memory after their first use (small datasets)")
-    bn_momentum: float = Field(0.05, gt=0, le=1, description="BatchNorm running-statistics momentum (METHOD.md: 0.05; larger for runs of a few dozen steps)")
+    bn_momentum: float = Field(0.05, gt=0, le=1, description="BatchNorm running-statistics momentum (docs/METHOD.md: 0.05; larger for runs of a few dozen steps)")
     width: float | None = Field(None, gt=0, description="the backbone's width multiplier; null: the pretraining run's (model.student_width), or 1.0 (MinkUNet34C as published)")
 
 
 class FinetuneOptim(_Config):
-    """SGD, cosine schedule stepped per epoch; the head has its own learning rate (METHOD.md section 8)."""
+    """SGD, cosine schedule stepped per epoch; the head has its own learning rate (docs/METHOD.md
+    section 8)."""
 
     lr: float = Field(0.02, gt=0)
     head_lr: float | None = Field(2.0, gt=0, description="learning rate of the new head (null: lr)")

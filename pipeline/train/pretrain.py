@@ -1,5 +1,5 @@
 """``hvd train pretrain``: the student and the teacher heads trained from the stores with the IPV,
-BEV and depth losses (METHOD.md sections 5-7). One loop, readable top to bottom.
+BEV and depth losses (docs/METHOD.md sections 5-7). One loop, readable top to bottom.
 
 Runs alone or under ``torchrun`` (one process per GPU, or CPU processes with gloo): DDP averages
 gradients; on GPUs the BatchNorms are synchronised (torch has no synchronised BatchNorm on the CPU,

@@ -18,8 +18,9 @@ class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-# Which losses train and their weights (METHOD.md section 6): the fields of ``models.losses.LossConfig``,
-# as a validated config section. IPV only is SLidR, PPKT only is PPKT, IPV + BEV + depth is HVDistill.
+# Which losses train and their weights (docs/METHOD.md section 6): the fields of
+# ``models.losses.LossConfig``, as a validated config section. IPV only is SLidR, PPKT only is PPKT,
+# IPV + BEV + depth is HVDistill.
 LossSettings = create_model(
     "LossSettings",
     __base__=_Config,
@@ -27,8 +28,8 @@ LossSettings = create_model(
 )
 
 
-class NetworkConfig(_Config):
-    """The widths of the student and the teacher heads (METHOD.md section 5). The defaults are the
+class NetworkConfig(_Config): """The widths of the student and the teacher heads (docs/METHOD.md
+section 5). The defaults are the
     published networks; the CPU transfer experiment narrows them for every method alike."""
 
     student_width: float = Field(1.0, gt=0, description="scales every width of MinkUNet34C (1.0: as published)")
@@ -37,7 +38,7 @@ class NetworkConfig(_Config):
 
 
 class OptimConfig(_Config):
-    """SGD with a cosine schedule stepped per epoch (METHOD.md section 7)."""
+    """SGD with a cosine schedule stepped per epoch (docs/METHOD.md section 7)."""
 
     lr: float = 0.5
     momentum: float = 0.9

@@ -1,5 +1,5 @@
-"""Downstream data (METHOD.md section 8): LiDAR keyframes with their nuScenes-lidarseg labels mapped
-to the 16 evaluation classes, the few-label scene selection, augmentation and sparse batches.
+"""Downstream data (docs/METHOD.md section 8): LiDAR keyframes with their nuScenes-lidarseg labels
+mapped to the 16 evaluation classes, the few-label scene selection, augmentation and sparse batches.
 
 Reads the index and the raw sweeps and labels only (no stores): fine-tuning needs neither images nor
 the teacher. Every point of the sweep is kept (the benchmark scores every point); labels come back

@@ -1,5 +1,5 @@
-"""Semantic segmentation metrics (METHOD.md section 8): a confusion matrix over the 16 classes (the
-ignore label 0 excluded), per-class IoU and mIoU, as a table and as JSON."""
+"""Semantic segmentation metrics (docs/METHOD.md section 8): a confusion matrix over the 16 classes
+(the ignore label 0 excluded), per-class IoU and mIoU, as a table and as JSON."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Cartesian voxelisation of a LiDAR sweep, the student's input (METHOD.md section 4).
+"""Cartesian voxelisation of a LiDAR sweep, the student's input (docs/METHOD.md section 4).
 
 Voxels of ``voxel_size_m`` (0.1 m) with floored coordinates, one representative point per voxel
 (the first point of the voxel in input order; the student's input feature is that point's
