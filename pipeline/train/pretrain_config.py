@@ -28,9 +28,9 @@ LossSettings = create_model(
 )
 
 
-class NetworkConfig(_Config): """The widths of the student and the teacher heads (docs/METHOD.md
-section 5). The defaults are the
-    published networks; the CPU transfer experiment narrows them for every method alike."""
+class NetworkConfig(_Config):
+    """The widths of the student and the teacher heads (docs/METHOD.md section 5). The defaults are
+    the published networks; the CPU transfer experiment narrows them for every method alike."""
 
     student_width: float = Field(1.0, gt=0, description="scales every width of MinkUNet34C (1.0: as published)")
     bridge_channels: int | None = Field(None, ge=1, description="the bridge's output = the depth net's input channels; null: the teacher encoder's (2048 for ResNet-50), as in the reference")
