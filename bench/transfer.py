@@ -45,6 +45,9 @@ PRETRAIN_LOSSES = {
     "HVDistill": {"ipv": True, "bev": True, "depth": True, "ppkt": False},
 }
 METHODS = ("scratch", *PRETRAIN_LOSSES)
+# Not in the table: run with --diagnostic NAME (pretraining and the linear probe only), to ask what one
+# loss teaches the student on its own. BEV+depth is HVDistill without the IPV loss.
+DIAGNOSTICS = {"BEV+depth": {"ipv": False, "bev": True, "depth": True, "ppkt": False}}
 PROTOCOLS = ("linear", "finetune")
 LOSS_KEYS = ("ipv", "bev", "depth", "ppkt")
 
@@ -56,7 +59,7 @@ def pretrain_config(args, method: str, seed: int) -> dict:
     return {
         "data": {"catalog": args.catalog, "source": args.source, "batch_size": args.batch, "num_workers": 0},
         "model": {"student_width": args.student_width, "bridge_channels": args.bridge_channels, "depth_channels": args.depth_channels},
-        "losses": PRETRAIN_LOSSES[method],
+        "losses": {**PRETRAIN_LOSSES, **DIAGNOSTICS}[method],
         "optim": {"lr": args.pretrain_lr, "epochs": args.pretrain_epochs},
         "run": {"out_dir": str(args.out / f"pretrain-{method}-s{seed}"), "seed": seed, "checkpoint_every": 50},
     }
@@ -138,6 +141,25 @@ def _launch(job: dict) -> None:
     done = subprocess.run([sys.executable, __file__, "--job", json.dumps(job)], cwd=REPO, env=env)
     if done.returncode:
         raise RuntimeError(f"{job['config']['run']['out_dir']} failed (exit {done.returncode}); re-run to resume")
+
+
+def diagnostic(args, method: str) -> None:
+    """Pretrain ``method`` (one of DIAGNOSTICS) for every seed, probe it linearly, and print its mIoU
+    per seed beside SLidR's and scratch's from the same experiment folder."""
+    jobs = [[{"kind": "pretrain", "config": pretrain_config(args, method, s)} for s in args.seeds],
+            [{"kind": "linear", "config": downstream_config(args, method, "linear", s)} for s in args.seeds]]
+    for phase in jobs:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            for future in [pool.submit(_launch, job) for job in phase]:
+                future.result()
+    table = {}
+    for m in (method, "SLidR", "scratch"):
+        evals = {s: _json(args.out / f"linear-{m}-s{s}" / "eval-val.json") for s in args.seeds}
+        table[m] = {s: None if e is None else round(100 * e["miou"], 2) for s, e in evals.items()}
+    moved = {s: (_json(args.out / f"pretrain-{method}-s{s}" / "moved.json") or {}).get("backbone_moved") for s in args.seeds}
+    result = {"linear probe mIoU % per seed": table, "backbone moved": moved}
+    (args.out / f"diagnostic-{method}.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
 
 
 def run(args) -> None:
@@ -396,10 +418,14 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=REPO / "docs" / "RESULTS.md")
     parser.add_argument("--discussion", type=Path, default=REPO / "docs" / "transfer_discussion.md", help="appended to RESULTS.md (the analysis, written by people)")
     parser.add_argument("--report-only", action="store_true", help="write RESULTS.md and the plot from the finished runs")
+    parser.add_argument("--diagnostic", choices=sorted(DIAGNOSTICS), help="pretrain and linearly probe this loss combination only (not in the table)")
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.job:
         run_job(json.loads(args.job))
+        return
+    if args.diagnostic:
+        diagnostic(args, args.diagnostic)
         return
     args.discussion = args.discussion.read_text() if args.discussion.exists() else ""
     if not args.report_only:

@@ -1,0 +1,176 @@
+"""How much each HVDistill loss can teach the student, measured on real batches of a source: for the
+IPV and BEV contrastive losses, the number of matched pairs, the chance level of the NCE (ln N), the
+loss, how often the student's feature retrieves its own target among all N (top-1, chance 1/N), and
+how distinct the targets are (the cosine of each target to its nearest *other* target; a target with
+a near-twin is a false negative for its cell); for the depth net, how well it predicts the LiDAR depth
+of the labelled cells; and in the student backbone, the gradient norm of the weighted IPV and BEV
+losses and the cosine between the two gradients.
+
+Run on the initialisation and on the end of pretraining runs (the transfer experiment's
+``runs/transfer/pretrain-HVDistill-s*``), it says whether the BEV and depth losses carry a signal the
+IPV loss does not already give the student (docs/RESULTS.md).
+
+    .venv/bin/python bench/bev_signal.py [--source synth-transfer] [--checkpoint RUN/checkpoint.pt ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def retrieval(k, q) -> dict:
+    """Top-1 retrieval of each row of q by the same row of k, and how distinct the rows of q are."""
+    import torch
+    import torch.nn.functional as F
+
+    k, q = F.normalize(k.float(), dim=1), F.normalize(q.float(), dim=1)
+    n = len(k)
+    retrieved = torch.argmax(k @ q.T, dim=1)
+    top1 = float((retrieved == torch.arange(n)).float().mean())
+    twins = q @ q.T
+    off_diagonal = (twins.sum() - twins.diagonal().sum()) / (n * (n - 1))
+    # retrieving a target's twin counts as right here: how well the student tells apart the targets that differ
+    top1_up_to_twins = float(((q[retrieved] * q).sum(1) > 0.99).float().mean())
+    twins.fill_diagonal_(-2.0)
+    nearest = twins.max(dim=1).values
+    return {
+        "pairs": n,
+        "chance_nce": math.log(n),
+        "top1": top1,
+        "top1_chance": 1.0 / n,
+        "top1_up_to_twins_above_0.99": top1_up_to_twins,
+        "target_mean_pairwise_cos": float(off_diagonal),
+        "target_nearest_other_cos_median": float(nearest.median()),
+        "targets_with_a_twin_above_0.95": float((nearest > 0.95).float().mean()),
+    }
+
+
+def measure(net, dataset, collate, batches: int, weights: dict) -> dict:
+    import torch
+
+    from models import frustum
+    from models.losses import bev_matched_loss, ipv_loss, segment_mean
+    from models.frustum import BEV_SIZE
+    from models.student import sparse_input
+    from models.teacher_heads import camera_vector
+    from pipeline.train.loop import group_grad_norms
+
+    backbone = list(net.student.backbone.parameters())
+    rows: list[dict] = []
+    for b in range(batches):
+        batch = collate([dataset[2 * b], dataset[2 * b + 1]])
+        out = net.student(sparse_input(batch["coords"], batch["feats"]))
+        point_features = out.voxel_features[batch["inverse"]]
+        pca = (net.pca_mean, net.pca_components) if hasattr(net, "pca_mean") else None
+        with torch.no_grad():
+            cells = frustum.frustum_cells(net.out_hw, net.stride, batch["img_aug"], batch["intrinsics"], batch["cam_to_lidar"])
+        camera = camera_vector(batch["intrinsics"], batch["img_aug"], batch["cam_to_ego"]).float()
+        index = out.bev_index
+        flat = (index[:, 0] * BEV_SIZE + index[:, 1]) * BEV_SIZE + index[:, 2]
+        heads = net.heads(batch["features"], camera, cells, batch["image_batch"], batch["size"], pca=pca, lss=True, bev_rows=flat)
+        pairs = (batch["pair_point"], batch["pair_image"], batch["pair_pixel"])
+
+        # IPV: the superpixel means the loss contrasts
+        ipv = ipv_loss(point_features, heads.pixel_features, batch["superpixels"], batch["sp_count"], *pairs, temperature=net.losses.temperature)
+        counts = batch["sp_count"].long()
+        ids = batch["superpixels"].long() + (torch.cumsum(counts, 0) - counts).view(-1, 1, 1)
+        channels = heads.pixel_features.shape[1]
+        q, _ = segment_mean(heads.pixel_features.permute(0, 2, 3, 1).reshape(-1, channels), ids.flatten(), int(counts.sum()))
+        seg = ids[pairs[1], pairs[2][:, 0], pairs[2][:, 1]]
+        k, k_counts = segment_mean(point_features[pairs[0]], seg, int(counts.sum()))
+        keep = k_counts > 0
+        row = {"ipv": {"loss": float(ipv.detach())} | retrieval(k[keep].detach(), q[keep].detach())}
+
+        # BEV: the student's columns that some frustum point reaches, at most bev_matches drawn
+        seen = heads.bev.norm(dim=1) > 0
+        s_bev, t_bev = out.bev_features[seen], heads.bev[seen]
+        generator = torch.Generator().manual_seed(b)
+        chosen = torch.randperm(len(s_bev), generator=generator)[: net.losses.bev_matches]
+        bev = bev_matched_loss(s_bev, t_bev, max_matches=net.losses.bev_matches, generator=torch.Generator().manual_seed(b), temperature=net.losses.temperature)
+        row["bev"] = {"loss": float(bev.detach()), "student_columns": len(index), "columns_reached": int(seen.sum())}
+        row["bev"] |= retrieval(s_bev[chosen].detach(), t_bev[chosen].detach())
+
+        # depth: the predicted distribution against the LiDAR depth of the labelled cells
+        target = batch["depth_target"]
+        probs = heads.depth_probs.detach()
+        labelled = target > 0
+        centres = frustum.depth_bins() + frustum.DEPTH_STEP_M / 2
+        expected = (probs * centres.view(1, -1, 1, 1)).sum(1)
+        argmax_depth = centres[probs.argmax(1)]
+        t = target[labelled]
+        row["depth"] = {
+            "labelled_cells": int(labelled.sum()),
+            "mae_expected_m": float((expected[labelled] - t).abs().mean()),
+            "argmax_within_1m": float(((argmax_depth[labelled] - t).abs() <= 1.0).float().mean()),
+            "mae_of_predicting_the_median_m": float((t - t.median()).abs().mean()),
+        }
+
+        # the student backbone's gradient from each weighted loss
+        grads = {}
+        for name, loss in (("ipv", weights["ipv_weight"] * ipv), ("bev", weights["bev_weight"] * bev)):
+            net.zero_grad()
+            loss.backward(retain_graph=True)
+            grads[name] = torch.cat([p.grad.flatten() for p in backbone if p.grad is not None])
+            row[name]["backbone_grad_norm"] = group_grad_norms({"b": backbone})["b"]
+        row["backbone_grad_cos_ipv_bev"] = float(torch.nn.functional.cosine_similarity(grads["ipv"], grads["bev"], dim=0))
+        net.zero_grad()
+        rows.append(row)
+    return _mean(rows)
+
+
+def _mean(rows: list[dict]):
+    first = rows[0]
+    if isinstance(first, dict):
+        return {key: _mean([r[key] for r in rows]) for key in first}
+    return sum(rows) / len(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--catalog", default=str(REPO / "data_catalog.yaml"))
+    parser.add_argument("--source", default="synth-transfer")
+    parser.add_argument("--batches", type=int, default=3)
+    parser.add_argument("--student-width", type=float, default=0.5)
+    parser.add_argument("--bridge-channels", type=int, default=256)
+    parser.add_argument("--depth-channels", type=int, default=64)
+    parser.add_argument("--checkpoint", type=Path, nargs="*", default=[], help="HVDistill pretraining checkpoints to measure, after the initialisation")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here too")
+    args = parser.parse_args()
+
+    import torch
+
+    from pipeline.stages import Catalog
+    from pipeline.train import pretrain_config
+    from pipeline.train.pretrain import build_net
+    from pipeline.train.pretrain_data import PretrainDataset, collate, open_stores
+
+    network = {"student_width": args.student_width, "bridge_channels": args.bridge_channels, "depth_channels": args.depth_channels}
+    config = pretrain_config.build(None, None, {"data": {"catalog": args.catalog, "source": args.source, "batch_size": 2}, "model": network})
+    stores = open_stores(Catalog.load(args.catalog), args.source)
+    dataset = PretrainDataset(stores, config.data, seed=0)
+    weights = config.losses.model_dump()
+    results = {}
+    for checkpoint in [None, *args.checkpoint]:
+        torch.manual_seed(0)
+        net = build_net(config, stores).train()
+        if checkpoint is not None:
+            state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+            net.student.load_state_dict(state["student"])
+            net.heads.load_state_dict(state["heads"])
+        name = "initialisation" if checkpoint is None else checkpoint.parent.name
+        results[name] = measure(net, dataset, collate, args.batches, weights)
+        print(name, json.dumps(results[name], indent=1), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
