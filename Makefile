@@ -26,7 +26,7 @@ demo: $(READY)
 test: $(READY)
 	$(PYTHON) -m pytest -q
 
-## make transfer: the transfer experiment of docs/RESULTS.md (about an hour on 2 CPU cores)
+## make transfer: the transfer experiment of docs/RESULTS.md (about 1 h 50 min on 2 CPU cores)
 transfer: $(READY)
 	PYTHON=$(PYTHON) bash scripts/fetch_teacher_weights.sh
 	$(HVD) data synth --out data/synth-transfer --preset transfer

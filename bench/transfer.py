@@ -45,9 +45,14 @@ PRETRAIN_LOSSES = {
     "HVDistill": {"ipv": True, "bev": True, "depth": True, "ppkt": False},
 }
 METHODS = ("scratch", *PRETRAIN_LOSSES)
-# Not in the table: run with --diagnostic NAME (pretraining and the linear probe only), to ask what one
-# loss teaches the student on its own. BEV+depth is HVDistill without the IPV loss.
-DIAGNOSTICS = {"BEV+depth": {"ipv": False, "bev": True, "depth": True, "ppkt": False}}
+# Not in the table: run with --diagnostic NAME (pretraining and the linear probe only). BEV+depth is
+# HVDistill without the IPV loss: what the two extra losses teach the student on their own.
+# random+BN is SLidR's run at learning rate 0: the weights stay at the initialisation and only the
+# BatchNorm statistics adapt to the data, the baseline a frozen backbone's probe has to beat.
+DIAGNOSTICS = {
+    "BEV+depth": {"losses": {"ipv": False, "bev": True, "depth": True, "ppkt": False}},
+    "random+BN": {"losses": PRETRAIN_LOSSES["SLidR"], "lr": 0.0},
+}
 PROTOCOLS = ("linear", "finetune")
 LOSS_KEYS = ("ipv", "bev", "depth", "ppkt")
 
@@ -59,8 +64,8 @@ def pretrain_config(args, method: str, seed: int) -> dict:
     return {
         "data": {"catalog": args.catalog, "source": args.source, "batch_size": args.batch, "num_workers": 0},
         "model": {"student_width": args.student_width, "bridge_channels": args.bridge_channels, "depth_channels": args.depth_channels},
-        "losses": {**PRETRAIN_LOSSES, **DIAGNOSTICS}[method],
-        "optim": {"lr": args.pretrain_lr, "epochs": args.pretrain_epochs},
+        "losses": PRETRAIN_LOSSES[method] if method in PRETRAIN_LOSSES else DIAGNOSTICS[method]["losses"],
+        "optim": {"lr": DIAGNOSTICS.get(method, {}).get("lr", args.pretrain_lr), "epochs": args.pretrain_epochs},
         "run": {"out_dir": str(args.out / f"pretrain-{method}-s{seed}"), "seed": seed, "checkpoint_every": 50},
     }
 
@@ -262,8 +267,10 @@ def plot(args, results: dict, path: Path) -> None:
 
 
 def _wall_minutes(out: Path) -> float:
-    starts = [p.stat().st_mtime for p in out.glob("*/config.yaml")]
-    ends = [p.stat().st_mtime for p in out.glob("*/eval-val.json")]
+    """From the first run's start to the last evaluation, over the table's runs (not the diagnostics)."""
+    runs = [out / f"{kind}-{m}-s{s}" for kind in ("pretrain", *PROTOCOLS) for m in METHODS for s in range(100)]
+    starts = [r.joinpath("config.yaml").stat().st_mtime for r in runs if r.joinpath("config.yaml").exists()]
+    ends = [r.joinpath("eval-val.json").stat().st_mtime for r in runs if r.joinpath("eval-val.json").exists()]
     return (max(ends) - min(starts)) / 60 if starts and ends else float("nan")
 
 
@@ -315,7 +322,7 @@ def write_results(args, results: dict, path: Path) -> None:
     text = f"""# Transfer results: does pretraining help, and does HVDistill beat its ablations?
 
 Produced by `bench/transfer.py` ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} CPU cores, {args.jobs} runs at a time on one
-thread each, no GPU; {_wall_minutes(args.out):.0f} min of wall time from the first pretraining run to the last evaluation).
+thread each, no GPU; {_wall_minutes(args.out):.0f} min of wall time from the first pretraining run to the last evaluation, interruptions included).
 Plot: [transfer.png](transfer.png).
 
 ## Setting
