@@ -15,7 +15,6 @@ IPV loss does not already give the student (docs/RESULTS.md).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -134,37 +133,20 @@ def _mean(rows: list[dict]):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--catalog", default=str(REPO / "data_catalog.yaml"))
-    parser.add_argument("--source", default="synth-transfer")
-    parser.add_argument("--batches", type=int, default=3)
-    parser.add_argument("--student-width", type=float, default=0.5)
-    parser.add_argument("--bridge-channels", type=int, default=256)
-    parser.add_argument("--depth-channels", type=int, default=64)
+    from grad_norms import experiment_parser, experiment_setup  # bench/ is this script's folder
+
+    parser = experiment_parser(__doc__)
     parser.add_argument("--checkpoint", type=Path, nargs="*", default=[], help="HVDistill pretraining checkpoints to measure, after the initialisation")
     parser.add_argument("--out", type=Path, help="write the results as JSON here too")
     args = parser.parse_args()
 
-    import torch
+    from pipeline.train.pretrain_data import collate
 
-    from pipeline.stages import Catalog
-    from pipeline.train import pretrain_config
-    from pipeline.train.pretrain import build_net
-    from pipeline.train.pretrain_data import PretrainDataset, collate, open_stores
-
-    network = {"student_width": args.student_width, "bridge_channels": args.bridge_channels, "depth_channels": args.depth_channels}
-    config = pretrain_config.build(None, None, {"data": {"catalog": args.catalog, "source": args.source, "batch_size": 2}, "model": network})
-    stores = open_stores(Catalog.load(args.catalog), args.source)
-    dataset = PretrainDataset(stores, config.data, seed=0)
+    config, dataset, make_net = experiment_setup(args)
     weights = config.losses.model_dump()
     results = {}
     for checkpoint in [None, *args.checkpoint]:
-        torch.manual_seed(0)
-        net = build_net(config, stores).train()
-        if checkpoint is not None:
-            state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-            net.student.load_state_dict(state["student"])
-            net.heads.load_state_dict(state["heads"])
+        net = make_net(checkpoint)
         name = "initialisation" if checkpoint is None else checkpoint.parent.name
         results[name] = measure(net, dataset, collate, args.batches, weights)
         print(name, json.dumps(results[name], indent=1), flush=True)

@@ -22,35 +22,57 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 REPO = Path(__file__).resolve().parents[1]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def experiment_parser(description: str) -> argparse.ArgumentParser:
+    """The options shared by the loss-measurement benches: the source and the transfer experiment's widths."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--catalog", default=str(REPO / "data_catalog.yaml"))
     parser.add_argument("--source", default="synth-transfer")
     parser.add_argument("--batches", type=int, default=3)
     parser.add_argument("--student-width", type=float, default=0.5)
     parser.add_argument("--bridge-channels", type=int, default=256)
     parser.add_argument("--depth-channels", type=int, default=64)
+    return parser
+
+
+def experiment_setup(args):
+    """(config, dataset, make_net): ``make_net(checkpoint or None)`` builds the HVDistill net in train
+    mode, seeded, with a pretraining checkpoint's student and heads when given."""
+    import torch
+
+    from pipeline.stages import Catalog
+    from pipeline.train import pretrain_config
+    from pipeline.train.pretrain import build_net
+    from pipeline.train.pretrain_data import PretrainDataset, open_stores
+
+    network = {"student_width": args.student_width, "bridge_channels": args.bridge_channels, "depth_channels": args.depth_channels}
+    config = pretrain_config.build(None, None, {"data": {"catalog": args.catalog, "source": args.source, "batch_size": 2}, "model": network})
+    stores = open_stores(Catalog.load(args.catalog), args.source)
+
+    def make_net(checkpoint: Path | None):
+        torch.manual_seed(0)
+        net = build_net(config, stores).train()
+        if checkpoint is not None:
+            state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+            net.student.load_state_dict(state["student"])
+            net.heads.load_state_dict(state["heads"])
+        return net
+
+    return config, PretrainDataset(stores, config.data, seed=0), make_net
+
+
+def main() -> None:
+    parser = experiment_parser(__doc__)
     parser.add_argument("--checkpoint", type=Path, help="an HVDistill pretraining checkpoint to measure instead of the initialisation")
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "transfer", help="a transfer experiment's run folders (moved.json)")
     args = parser.parse_args()
 
     import torch
 
-    from pipeline.stages import Catalog
-    from pipeline.train import pretrain_config
     from pipeline.train.loop import group_grad_norms
-    from pipeline.train.pretrain import build_net
-    from pipeline.train.pretrain_data import PretrainDataset, collate, open_stores
+    from pipeline.train.pretrain_data import collate
 
-    network = {"student_width": args.student_width, "bridge_channels": args.bridge_channels, "depth_channels": args.depth_channels}
-    config = pretrain_config.build(None, None, {"data": {"catalog": args.catalog, "source": args.source, "batch_size": 2}, "model": network})
-    stores = open_stores(Catalog.load(args.catalog), args.source)
-    dataset = PretrainDataset(stores, config.data, seed=0)
-    net = build_net(config, stores).train()
-    if args.checkpoint:
-        state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-        net.student.load_state_dict(state["student"])
-        net.heads.load_state_dict(state["heads"])
+    config, dataset, make_net = experiment_setup(args)
+    net = make_net(args.checkpoint)
     groups = net.parameter_groups()
     weights = config.losses.model_dump()
     sums: dict = {}
