@@ -337,7 +337,7 @@ Plot: [transfer.png](transfer.png).
   3x more per step on this CPU (`bench/train.py`, docs/BENCHMARKS.md), which would not fit the budget.
 - Pretraining, each method the same budget: {args.pretrain_epochs} epochs = {steps} steps of batch {args.batch} (SGD lr
   {args.pretrain_lr}, momentum 0.9, dampening 0.1, wd 1e-4, cosine over the run, **no gradient clipping**, fp32, all
-  augmentations of METHOD.md section 3). Losses as published: IPV (weight 1), BEV (0.25, at most 4096 matched cells),
+  augmentations of [docs/METHOD.md](METHOD.md) section 3). Losses as published: IPV (weight 1), BEV (0.25, at most 4096 matched cells),
   depth (60, the reference's mean over labelled cells x bins); PPKT: 4096 point-pixel pairs.
 - Downstream, each method the same budget, batch {args.batch}, CE + Lovász-softmax, BatchNorm momentum {args.bn_momentum}:
   - linear probe: {args.linear_epochs} epochs, backbone frozen (eval mode), lr {args.linear_lr}, label fraction
