@@ -56,37 +56,20 @@ def measure(net, dataset, collate, batches: int, weights: dict) -> dict:
     import torch
 
     from models import frustum
-    from models.losses import bev_matched_loss, ipv_loss, segment_mean
-    from models.frustum import BEV_SIZE
-    from models.student import sparse_input
-    from models.teacher_heads import camera_vector
+    from models.losses import bev_matched_loss, info_nce, ipv_pairs
     from pipeline.train.loop import group_grad_norms
 
     backbone = list(net.student.backbone.parameters())
     rows: list[dict] = []
     for b in range(batches):
         batch = collate([dataset[2 * b], dataset[2 * b + 1]])
-        out = net.student(sparse_input(batch["coords"], batch["feats"]))
-        point_features = out.voxel_features[batch["inverse"]]
-        pca = (net.pca_mean, net.pca_components) if hasattr(net, "pca_mean") else None
-        with torch.no_grad():
-            cells = frustum.frustum_cells(net.out_hw, net.stride, batch["img_aug"], batch["intrinsics"], batch["cam_to_lidar"])
-        camera = camera_vector(batch["intrinsics"], batch["img_aug"], batch["cam_to_ego"]).float()
-        index = out.bev_index
-        flat = (index[:, 0] * BEV_SIZE + index[:, 1]) * BEV_SIZE + index[:, 2]
-        heads = net.heads(batch["features"], camera, cells, batch["image_batch"], batch["size"], pca=pca, lss=True, bev_rows=flat)
+        out, point_features, heads = net.outputs(batch, lss=True, bev=True)
         pairs = (batch["pair_point"], batch["pair_image"], batch["pair_pixel"])
 
         # IPV: the superpixel means the loss contrasts
-        ipv = ipv_loss(point_features, heads.pixel_features, batch["superpixels"], batch["sp_count"], *pairs, temperature=net.losses.temperature)
-        counts = batch["sp_count"].long()
-        ids = batch["superpixels"].long() + (torch.cumsum(counts, 0) - counts).view(-1, 1, 1)
-        channels = heads.pixel_features.shape[1]
-        q, _ = segment_mean(heads.pixel_features.permute(0, 2, 3, 1).reshape(-1, channels), ids.flatten(), int(counts.sum()))
-        seg = ids[pairs[1], pairs[2][:, 0], pairs[2][:, 1]]
-        k, k_counts = segment_mean(point_features[pairs[0]], seg, int(counts.sum()))
-        keep = k_counts > 0
-        row = {"ipv": {"loss": float(ipv.detach())} | retrieval(k[keep].detach(), q[keep].detach())}
+        k, q = ipv_pairs(point_features, heads.pixel_features, batch["superpixels"], batch["sp_count"], *pairs)
+        ipv = info_nce(k, q, temperature=net.losses.temperature)
+        row = {"ipv": {"loss": float(ipv.detach())} | retrieval(k.detach(), q.detach())}
 
         # BEV: the student's columns that some frustum point reaches, at most bev_matches drawn
         seen = heads.bev.norm(dim=1) > 0
@@ -94,7 +77,7 @@ def measure(net, dataset, collate, batches: int, weights: dict) -> dict:
         generator = torch.Generator().manual_seed(b)
         chosen = torch.randperm(len(s_bev), generator=generator)[: net.losses.bev_matches]
         bev = bev_matched_loss(s_bev, t_bev, max_matches=net.losses.bev_matches, generator=torch.Generator().manual_seed(b), temperature=net.losses.temperature)
-        row["bev"] = {"loss": float(bev.detach()), "student_columns": len(index), "columns_reached": int(seen.sum())}
+        row["bev"] = {"loss": float(bev.detach()), "student_columns": len(out.bev_index), "columns_reached": int(seen.sum())}
         row["bev"] |= retrieval(s_bev[chosen].detach(), t_bev[chosen].detach())
 
         # depth: the predicted distribution against the LiDAR depth of the labelled cells

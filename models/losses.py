@@ -59,7 +59,15 @@ def segment_mean(values: Tensor, segment: Tensor, n_segments: int) -> tuple[Tens
 # --- image plane (SLidR) ---------------------------------------------------------------------------------
 
 
-def ipv_loss(
+def ipv_loss(point_features: Tensor, pixel_features: Tensor, *args, temperature: float = 0.07) -> Tensor:
+    """SLidR superpixel loss: NCE between the pairs of ``ipv_pairs`` (same arguments)."""
+    k, q = ipv_pairs(point_features, pixel_features, *args)
+    if len(k) < 2:
+        return _zero(point_features, pixel_features)
+    return info_nce(k, q, temperature=temperature)
+
+
+def ipv_pairs(
     point_features: Tensor,  # (N, C) student, per point
     pixel_features: Tensor,  # (I, C, H, W) teacher decoder output, per image
     superpixels: Tensor,  # (I, H, W) long, dense ids 0..count-1 per image
@@ -67,11 +75,10 @@ def ipv_loss(
     pair_point: Tensor,  # (P,) long into point_features
     pair_image: Tensor,  # (P,) long into images
     pair_pixel: Tensor,  # (P, 2) long (row, col)
-    *,
-    temperature: float = 0.07,
-) -> Tensor:
-    """SLidR superpixel loss: k_s = mean point feature over the pairings in superpixel s, q_s = mean
-    pixel feature over the pixels of s, over every superpixel of every image that has a pairing.
+) -> tuple[Tensor, Tensor]:
+    """The superpixel pairs the IPV loss contrasts, (k, q) each (S, C): k_s = mean point feature over
+    the pairings in superpixel s, q_s = mean pixel feature over the pixels of s, over every
+    superpixel of every image that has a pairing.
     Ids are made global by offsetting each image by the cumulative true counts, so no two images'
     superpixels can share an id whatever the ids are (docs/METHOD.md section 2, "ours")."""
     n_images, channels, height, width = pixel_features.shape
@@ -103,9 +110,7 @@ def ipv_loss(
     k, k_counts = segment_mean(point_features[pair_point], pair_segment, n_segments)
 
     keep = k_counts > 0
-    if int(keep.sum()) < 2:
-        return _zero(point_features, pixel_features)
-    return info_nce(k[keep], q[keep], temperature=temperature)
+    return k[keep], q[keep]
 
 
 # --- bird's-eye view --------------------------------------------------------------------------------------

@@ -59,7 +59,10 @@ class PretrainNet(nn.Module):
             "depth_net": list(self.heads.depthnet.parameters()),
         }
 
-    def forward(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def outputs(self, batch: dict, *, lss: bool | None = None, bev: bool | None = None):
+        """(student output, per-point student features, teacher heads' output) of a batch: what the
+        losses compare. ``lss``/``bev`` (default: as the enabled losses need) run the depth net and
+        pool the teacher's BEV features at the student's occupied columns."""
         device = next(self.parameters()).device
         out = self.student(sparse_input(batch["coords"], [f.to(device) for f in batch["feats"]]))  # coords follow the feats
         point_features = out.voxel_features[batch["inverse"].to(device)]
@@ -67,10 +70,16 @@ class PretrainNet(nn.Module):
         with torch.no_grad():
             cells = frustum.frustum_cells(self.out_hw, self.stride, batch["img_aug"], batch["intrinsics"], batch["cam_to_lidar"]).to(device)
         camera = camera_vector(batch["intrinsics"], batch["img_aug"], batch["cam_to_ego"]).float().to(device)
-        lss = self.losses.bev or self.losses.depth  # the baselines (IPV or PPKT only) skip the depth net and BEV
+        bev = self.losses.bev if bev is None else bev
+        lss = (self.losses.bev or self.losses.depth) if lss is None else lss  # the baselines (IPV or PPKT only) skip the depth net and BEV
         index = out.bev_index  # (K, 3) [batch, ix, iy] of the student's occupied columns: the only cells the BEV loss reads
-        rows = (index[:, 0] * BEV_SIZE + index[:, 1]) * BEV_SIZE + index[:, 2] if self.losses.bev else index.new_zeros(0)
+        rows = (index[:, 0] * BEV_SIZE + index[:, 1]) * BEV_SIZE + index[:, 2] if bev else index.new_zeros(0)
         heads = self.heads(batch["features"].to(device), camera, cells, batch["image_batch"].to(device), batch["size"], pca=pca, lss=lss, bev_rows=rows)
+        return out, point_features, heads
+
+    def forward(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        device = next(self.parameters()).device
+        out, point_features, heads = self.outputs(batch)
         pairs = (batch["pair_point"].to(device), batch["pair_image"].to(device), batch["pair_pixel"].to(device))
         losses: dict[str, torch.Tensor] = {}
         if self.losses.ipv:
