@@ -21,8 +21,11 @@ def index(
     """Build the sample index: one row per keyframe with paths, timestamps, calibration and split.
 
     Reads the dataset through nuscenes-devkit and checks every file a keyframe needs (LiDAR sweep,
-    lidarseg labels, six images): a missing or truncated file is reported by name and sample token.
-    Every other stage runs this automatically; it is rebuilt only when the dataset's tables change.
+    lidarseg labels, six images) and every record it uses: a missing or truncated file, a path
+    outside the dataroot, a bad calibration or ego pose, a token used twice is reported by name and
+    sample token; scenes without keyframes are reported and left out of the splits. Every other
+    stage runs this automatically; it is rebuilt when the dataset's tables or any input file's size
+    or modification time change (only the keyframes whose files changed are then recomputed).
     """
     from pipeline.stages import Catalog
     from pipeline.stages.index import ensure_index, problems_error
@@ -41,11 +44,14 @@ def index(
         + f") -> {idx.path} ({verb})",
         highlight=False,
     )
+    for scene in idx.meta.extra.get("empty_scenes", []):
+        console.print(f"[yellow]warning:[/] scene {scene} has no keyframes: left out of the splits", highlight=False)
     error = problems_error(idx)
     if error:
         raise error
     if problems:
-        console.print(f"[yellow]warning:[/] {len(problems)} keyframe(s) left out for missing or truncated files (allow_missing)")
+        shown = "".join(f"\n  {p}" for p in problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
+        console.print(f"[yellow]warning:[/] {len(problems)} keyframe(s) left out (allow_missing):{shown}", highlight=False)
 
 
 WorkersOption = Annotated[

@@ -16,7 +16,8 @@ POINT_RANGE_M = ((-51.2, 51.2), (-51.2, 51.2), (-5.0, 3.0))  # docs/METHOD.md se
 
 
 def load_points(path: Path) -> np.ndarray:
-    """(N, 5) float32 x, y, z, intensity, ring of a ``.pcd.bin`` sweep."""
+    """(N, 5) float32 x, y, z, intensity, ring of a ``.pcd.bin`` sweep; every value finite (a NaN
+    or infinity fails the row here, naming the file, instead of reaching a loss)."""
     try:
         raw = np.fromfile(path, dtype=np.float32)
     except FileNotFoundError:
@@ -25,7 +26,16 @@ def load_points(path: Path) -> np.ndarray:
         raise RowError(f"{path}: cannot read LiDAR file ({exc.strerror or exc})") from None
     if raw.size == 0 or raw.size % 5:
         raise RowError(f"{path}: truncated LiDAR file ({raw.nbytes} bytes is not a whole number of 20-byte points)")
-    return raw.reshape(-1, 5)
+    points = raw.reshape(-1, 5)
+    finite = np.isfinite(points)
+    if not finite.all():
+        bad = np.flatnonzero(~finite.all(axis=1))
+        fields = [name for name, ok in zip(("x", "y", "z", "intensity", "ring"), finite.all(axis=0)) if not ok]
+        raise RowError(
+            f"{path}: {len(bad)} of {len(points)} points have non-finite values (in {', '.join(fields)}; first at point {bad[0]}: "
+            f"{points[bad[0]].tolist()})"
+        )
+    return points
 
 
 def in_range(points: np.ndarray) -> np.ndarray:

@@ -48,6 +48,11 @@ STAGE = StageInfo(
 )
 
 
+def reads(params: CorrespondenceParams) -> tuple[str, ...]:
+    """The input files a row is computed from: a changed LiDAR file makes its row stale."""
+    return ("lidar",)
+
+
 def specs(params: CorrespondenceParams, index) -> dict[str, ArraySpec]:
     """Ragged pairings, the six cameras' back to back, with room for six times the largest sweep
     (a point pairs at most once per camera) in chunks of 32768: a row writes and reads only the

@@ -70,6 +70,12 @@ STAGE = StageInfo(
 )
 
 
+def reads(params: DepthTargetParams) -> tuple[str, ...]:
+    """The input files a row is computed from: the keyframe's LiDAR file, and with ``sweeps > 1``
+    its neighbouring sweeps (all indexed ones: a conservative superset of the K - 1 used)."""
+    return ("lidar", "sweeps") if params.sweeps > 1 else ("lidar",)
+
+
 def specs(params: DepthTargetParams, index) -> dict[str, ArraySpec]:
     """Ragged points, the six cameras' back to back, in chunks of 32768 (a row writes and reads only
     the chunks its points fill); ``counts`` holds the number of points of each camera. A point

@@ -3,10 +3,20 @@ with the paths, timestamps, calibration and ego poses every later stage reads in
 devkit, plus the scene split, and the ``MAX_SWEEPS`` LIDAR_TOP sweeps nearest in time to the
 keyframe's (path, time, calibration, ego pose; for stages that accumulate sweeps).
 
-Built through nuscenes-devkit; every file a row names is checked (present, not truncated) and each
-problem is recorded by file and sample. Such keyframes stay in the index (the stages then fail just
-those rows, until the file is fixed) unless ``allow_missing`` drops them. The index is rebuilt when
-its fingerprint or the dataset's tables change, or while it records problems (``ensure_index``).
+Built through nuscenes-devkit; every file a row names is checked (present, not truncated, inside the
+dataroot), every calibration and ego pose it uses is checked (unit quaternions, finite translations,
+sane intrinsics), and each problem is recorded by file and sample. Such keyframes stay in the index
+(the stages then fail just those rows, until the data is fixed) unless ``allow_missing`` drops them; a
+keyframe whose *records* are wrong (a path outside the dataroot, a bad calibration) carries the reason
+in its ``problem`` column, and no stage opens its files. Scenes without keyframes are reported and
+left out of the splits.
+
+Each row records the state (size and modification time) of every file it names: ``lidar_state``,
+``lidarseg_state``, ``cam_states``, ``sweep_states``. A stage's row is done for a hash of the row's
+records and the states of the files *that stage* reads (``SampleIndex.row_hashes``; a stage module's
+``reads(params)`` names them), so a file changed after a stage ran makes exactly the rows that read
+it stale, in exactly the stages that read it. The index is rebuilt when its fingerprint, the
+dataset's tables or any input file's state change, or while it records problems (``ensure_index``).
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from pipeline.data.source import CAMERAS, LIDAR
 from pipeline.errors import SourceError
 from pipeline.store.stage import StageInfo
 
-VERSION = 2  # 2: the neighbouring LIDAR_TOP sweeps of each keyframe
+VERSION = 3  # 2: the neighbouring LIDAR_TOP sweeps of each keyframe; 3: file states, problem, content_hash
 
 MAX_REPORTED = 20
 MAX_SWEEPS = 10  # neighbouring LiDAR sweeps indexed per keyframe (nuScenes: 20 Hz, so +-0.25 s)
@@ -50,12 +60,14 @@ STAGE = StageInfo(
 
 
 def _pose(record: dict) -> np.ndarray:
+    """The record's 4x4 transform (NaN where its quaternion is zero: such records are refused)."""
     from pipeline.data.geometry import rigid
 
-    return rigid(np.asarray(record["rotation"], dtype=np.float64), record["translation"])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return rigid(np.asarray(record["rotation"], dtype=np.float64), record["translation"])
 
 
-def _neighbour_sweeps(nusc, lidar: dict) -> dict[str, list]:
+def _neighbour_sweeps(nusc, lidar: dict) -> tuple[dict[str, list], list[dict]]:
     """The ``MAX_SWEEPS`` LIDAR_TOP sample_data nearest in time to the keyframe's ``lidar`` record
     (itself excluded; keyframes of the same scene count, as in the devkit's multi-sweep reader),
     nearest first, the earlier first on ties. The prev/next chains are time-ordered, so walking
@@ -70,40 +82,93 @@ def _neighbour_sweeps(nusc, lidar: dict) -> dict[str, list]:
             found.append(record)
             token = record[direction]
     found = sorted(found, key=lambda sd: (abs(sd["timestamp"] - lidar["timestamp"]), sd["timestamp"]))[:MAX_SWEEPS]
-    return {
+    columns = {
         "sweep_paths": [sd["filename"] for sd in found],
         "sweep_timestamps": [sd["timestamp"] for sd in found],
         "sweep_lidar_to_ego": np.array([_pose(nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])).ravel() for sd in found]).reshape(-1, 16),
         "sweep_ego_to_global": np.array([_pose(nusc.get("ego_pose", sd["ego_pose_token"])).ravel() for sd in found]).reshape(-1, 16),
     }
+    return columns, found
 
 
-def _scene_splits(nusc, split) -> dict[str, tuple[str, str]]:
+def _scene_splits(nusc, split, empty: set[str]) -> dict[str, tuple[str, str]]:
+    """scene name -> (split, official split) for the scenes that have keyframes."""
     from pipeline.data.splits import seeded_split, slidr_split
 
-    names = [s["name"] for s in nusc.scene]
+    names = [s["name"] for s in nusc.scene if s["name"] not in empty]
     if split.kind == "slidr":
         return slidr_split(names, nusc.version)
     return seeded_split(names, split.val_fraction, split.seed)
 
 
+def _is_empty(scene: dict) -> bool:
+    return not scene.get("first_sample_token") or scene.get("nbr_samples", 1) == 0
+
+
+def _record_problems(nusc, root: Path, lidar: dict, cams: list[dict], sweeps: list[dict], lidarseg: str | None) -> list[str]:
+    """Why a keyframe's records cannot be used (whatever its files hold): a path outside the
+    dataroot, a missing lidarseg record, a bad calibration or ego pose."""
+    from pipeline.data.source import calibration_problem, inside_dataroot
+
+    problems = [inside_dataroot(root, sd["filename"], "sample_data", sd["token"]) for sd in (lidar, *cams, *sweeps)]
+    if lidarseg is None:
+        problems.append(f"sample_data {lidar['token']}: no lidarseg record (lidarseg.json lists none for this LIDAR_TOP keyframe)")
+    elif lidarseg:
+        problems.append(inside_dataroot(root, lidarseg, "lidarseg", lidar["token"]))
+    for i, sd in enumerate((lidar, *cams, *sweeps)):
+        hw = (sd["height"], sd["width"]) if 1 <= i <= len(cams) else None
+        problems.append(calibration_problem(nusc.get("calibrated_sensor", sd["calibrated_sensor_token"]), "calibrated_sensor", hw))
+        problems.append(calibration_problem(nusc.get("ego_pose", sd["ego_pose_token"]), "ego_pose"))
+    return list(dict.fromkeys(p for p in problems if p))
+
+
+FILE_KINDS = ("lidar", "lidarseg", "cams", "sweeps")  # what a stage's ``reads(params)`` may name
+_PATHS = {"lidar": "lidar_path", "lidarseg": "lidarseg_path", "cams": "cam_paths", "sweeps": "sweep_paths"}
+_STATES = {"lidar": "lidar_state", "lidarseg": "lidarseg_state", "cams": "cam_states", "sweeps": "sweep_states"}
+
+
+def file_state(root: Path, relative: str) -> str:
+    """'size:mtime_ns' of a file a table names (what changes when it is replaced or edited, read
+    with one ``stat``); 'missing'; '' for no file; 'refused' for a path absolute or climbing out of
+    the dataroot, which is never looked at."""
+    if not relative:
+        return ""
+    if os.path.isabs(relative) or ".." in Path(relative).parts:
+        return "refused"
+    try:
+        st = os.stat(root / relative)
+    except OSError:
+        return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _file_states(root: Path, values: dict) -> dict:
+    return {
+        "lidar_state": file_state(root, values["lidar_path"]),
+        "lidarseg_state": file_state(root, values["lidarseg_path"]),
+        "cam_states": [file_state(root, p) for p in values["cam_paths"]],
+        "sweep_states": [file_state(root, p) for p in values["sweep_paths"]],
+    }
+
+
 def build(source, params: IndexParams, on_progress: Callable[[int, int], None] | None = None):
-    """(pyarrow table, problems) for ``source`` (a ``pipeline.store.catalog.Source``): one message
-    per missing or truncated file, naming the sample; with ``allow_missing`` those keyframes are
-    left out."""
+    """(pyarrow table, problems, empty scenes) for ``source`` (a ``pipeline.store.catalog.Source``):
+    one message per missing, truncated or refused file and per bad calibration, naming the sample;
+    with ``allow_missing`` those keyframes are left out."""
     import pyarrow as pa
 
-    from pipeline.data.source import check_image, check_lidar, open_nuscenes
+    from pipeline.data.source import check_image, check_lidar, lidarseg_files, open_nuscenes
 
     nusc = open_nuscenes(source.dataroot, source.version)
     root = Path(source.dataroot)
-    has_lidarseg = hasattr(nusc, "lidarseg")
-    splits = _scene_splits(nusc, source.split)
+    lidarseg_of = lidarseg_files(root, source.version)
+    scenes = sorted(nusc.scene, key=lambda s: s["name"])
+    empty = [s["name"] for s in scenes if _is_empty(s)]
+    splits = _scene_splits(nusc, source.split, set(empty))
     rows: dict[str, list] = {k: [] for k in _COLUMNS}
     problems: list[str] = []
-    scenes = sorted(nusc.scene, key=lambda s: s["name"])
     for done, scene in enumerate(scenes):
-        token = scene["first_sample_token"]
+        token = "" if scene["name"] in empty else scene["first_sample_token"]
         while token:
             sample = nusc.get("sample", token)
             token = sample["next"]
@@ -113,15 +178,19 @@ def build(source, params: IndexParams, on_progress: Callable[[int, int], None] |
             except KeyError as exc:
                 problems.append(f"sample {sample['token']} ({scene['name']}): no {exc.args[0]} sample_data")
                 continue
-            lidarseg = nusc.get("lidarseg", lidar["token"])["filename"] if has_lidarseg else ""
-            n_points, problem = check_lidar(root / lidar["filename"], root / lidarseg if lidarseg else None)
-            bad = [problem] if problem else []
-            bad += [p for p in (check_image(root / c["filename"]) for c in cams) if p]
+            sweeps, sweep_records = _neighbour_sweeps(nusc, lidar)
+            lidarseg = None if lidarseg_of is None else lidarseg_of.get(lidar["token"])
+            refused = _record_problems(nusc, root, lidar, cams, sweep_records, "" if lidarseg_of is None else lidarseg)
+            lidarseg = lidarseg or ""
+            if refused:  # no file of this keyframe is opened
+                n_points, bad = 0, refused
+            else:
+                n_points, problem = check_lidar(root / lidar["filename"], root / lidarseg if lidarseg else None)
+                bad = [problem] if problem else []
+                bad += [p for p in (check_image(root / c["filename"]) for c in cams) if p]
             problems += [f"sample {sample['token']} ({scene['name']}): {p}" for p in bad]
             if bad and params.allow_missing:
                 continue
-            calib = [nusc.get("calibrated_sensor", sd["calibrated_sensor_token"]) for sd in (lidar, *cams)]
-            poses = [_pose(nusc.get("ego_pose", sd["ego_pose_token"])) for sd in (lidar, *cams)]
             split, official = splits[scene["name"]]
             values = {
                 "sample_token": sample["token"],
@@ -135,23 +204,45 @@ def build(source, params: IndexParams, on_progress: Callable[[int, int], None] |
                 "lidar_timestamp": lidar["timestamp"],
                 "lidar_points": n_points,
                 "lidarseg_path": lidarseg,
-                "lidar_to_ego": _pose(calib[0]).ravel(),
-                "ego_to_global_lidar": poses[0].ravel(),
                 "cam_tokens": [c["token"] for c in cams],
                 "cam_paths": [c["filename"] for c in cams],
                 "cam_timestamps": [c["timestamp"] for c in cams],
-                "cam_to_ego": np.concatenate([_pose(c).ravel() for c in calib[1:]]),
-                "ego_to_global_cam": np.concatenate([p.ravel() for p in poses[1:]]),
-                "cam_intrinsics": np.concatenate([np.asarray(c["camera_intrinsic"], dtype=np.float64).ravel() for c in calib[1:]]),
                 "cam_hw": [v for c in cams for v in (c["height"], c["width"])],
-                **_neighbour_sweeps(nusc, lidar),
+                **_calibration_columns(nusc, lidar, cams, refused),
+                **sweeps,
+                "problem": "; ".join(refused),
             }
-            values["row_hash"] = _row_hash(values)
+            values["content_hash"] = _row_hash(values)
+            values |= _file_states(root, values)
+            values["row_hash"] = _stage_hash(values["content_hash"], [values[k] for k in _STATES.values()])
             for key, value in values.items():
                 rows[key].append(value)
         if on_progress:
             on_progress(done + 1, len(scenes))
-    return _to_table(pa, rows), problems
+    return _to_table(pa, rows), problems, empty
+
+
+def _calibration_columns(nusc, lidar: dict, cams: list[dict], refused: list[str]) -> dict[str, np.ndarray]:
+    """The keyframe's sensor-to-ego, ego-to-global and intrinsic matrices (NaN for a keyframe whose
+    records were refused: nothing may compute with them)."""
+    if refused:
+        nan = np.full(16, np.nan)
+        return {
+            "lidar_to_ego": nan,
+            "ego_to_global_lidar": nan,
+            "cam_to_ego": np.full(96, np.nan),
+            "ego_to_global_cam": np.full(96, np.nan),
+            "cam_intrinsics": np.full(54, np.nan),
+        }
+    calib = [nusc.get("calibrated_sensor", sd["calibrated_sensor_token"]) for sd in (lidar, *cams)]
+    poses = [_pose(nusc.get("ego_pose", sd["ego_pose_token"])) for sd in (lidar, *cams)]
+    return {
+        "lidar_to_ego": _pose(calib[0]).ravel(),
+        "ego_to_global_lidar": poses[0].ravel(),
+        "cam_to_ego": np.concatenate([_pose(c).ravel() for c in calib[1:]]),
+        "ego_to_global_cam": np.concatenate([p.ravel() for p in poses[1:]]),
+        "cam_intrinsics": np.concatenate([np.asarray(c["camera_intrinsic"], dtype=np.float64).ravel() for c in calib[1:]]),
+    }
 
 
 def problems_error(index: SampleIndex) -> SourceError | None:
@@ -203,7 +294,13 @@ _COLUMNS = {
     "sweep_timestamps": Column("i64", per_sweep=True),
     "sweep_lidar_to_ego": Column("f64", 16, per_sweep=True),
     "sweep_ego_to_global": Column("f64", 16, per_sweep=True),
-    "row_hash": Column("str"),
+    "problem": Column("str"),  # why the keyframe's records are refused ('' if they are not)
+    "lidar_state": Column("str"),  # file_state() of each input file
+    "lidarseg_state": Column("str"),
+    "cam_states": Column("str", 6),
+    "sweep_states": Column("str", per_sweep=True),
+    "content_hash": Column("str"),  # the row's records: paths, times, calibration (no split, no file state)
+    "row_hash": Column("str"),  # content_hash and every file state: the row as any stage may read it
 }
 
 
@@ -228,10 +325,16 @@ def _to_table(pa, rows: dict[str, list]):
     return pa.table(arrays)
 
 
+def _stage_hash(content_hash: str, states: list) -> str:
+    return hashlib.sha256(json.dumps([content_hash, states]).encode()).hexdigest()[:32]
+
+
 def _row_hash(values: dict) -> str:
-    """What a row *is* (files, times, calibration), independent of its position and split: stages
-    record it per row, so a row whose content changed is recomputed."""
-    payload = {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v) for k, v in values.items() if "split" not in k}
+    """What a row's records say (files, times, calibration), independent of its position and
+    split; combined with the states of the files a stage reads, it is what the stage's row is done
+    for (``SampleIndex.row_hashes``)."""
+    derived = ("lidar_points",)  # read from the file's size: covered by its state, not a record
+    payload = {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v) for k, v in values.items() if "split" not in k and k not in derived}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -257,6 +360,29 @@ class SampleIndex:
     def __len__(self) -> int:
         return self.table.num_rows
 
+    def changed_inputs(self) -> list[str]:
+        """Sample tokens of the rows whose input files changed (size or modification time) since
+        the index was built: one ``stat`` per file."""
+        columns = {name: self.table.column(name).to_pylist() for name in (*_PATHS.values(), *_STATES.values())}
+        changed = []
+        for i, token in enumerate(self.tokens):
+            stored = {name: columns[name][i] for name in _STATES.values()}
+            if _file_states(self.dataroot, {name: columns[name][i] for name in _PATHS.values()}) != stored:
+                changed.append(token)
+        return changed
+
+    def row_hashes(self, reads: tuple[str, ...] | None = None) -> list[str]:
+        """Per row, what a stage's row is done for: the row's records and the states of the files
+        of the kinds in ``reads`` (``FILE_KINDS``; None: every file, the ``row_hash`` column)."""
+        if reads is None:
+            return self.table.column("row_hash").to_pylist()
+        unknown = set(reads) - set(FILE_KINDS)
+        if unknown:
+            raise ValueError(f"unknown input file kinds {sorted(unknown)} (known: {FILE_KINDS})")
+        content = self.table.column("content_hash").to_pylist()
+        states = [self.table.column(_STATES[k]).to_pylist() for k in FILE_KINDS if k in reads]
+        return [_stage_hash(c, [s[i] for s in states]) for i, c in enumerate(content)]
+
     def rows(self, split: str | None = None) -> np.ndarray:
         """Row numbers, all or of one pretraining split ('train' or 'val')."""
         return np.arange(len(self)) if split is None else np.flatnonzero(self.splits == split)
@@ -273,7 +399,8 @@ class SampleIndex:
         return col.to_numpy(zero_copy_only=False)
 
     def record(self, row: int) -> dict:
-        """Everything about one keyframe, with absolute paths and (4, 4) / (6, 4, 4) matrices."""
+        """Everything about one keyframe, with absolute paths and (4, 4) / (6, 4, 4) matrices. A
+        keyframe with a ``problem`` must not be computed (its paths may lie outside the dataroot)."""
         r = {k: v[0] for k, v in self.table.slice(row, 1).to_pydict().items()}
         root = self.dataroot
         return {
@@ -299,6 +426,7 @@ class SampleIndex:
             "sweep_timestamps": np.asarray(r["sweep_timestamps"], dtype=np.int64),  # (S,)
             "sweep_lidar_to_ego": np.asarray(r["sweep_lidar_to_ego"], dtype=np.float64).reshape(-1, 4, 4),  # (S, 4, 4)
             "sweep_ego_to_global": np.asarray(r["sweep_ego_to_global"], dtype=np.float64).reshape(-1, 4, 4),  # (S, 4, 4)
+            "problem": r["problem"],
             "row_hash": r["row_hash"],
         }
 
@@ -343,8 +471,10 @@ def ensure_index(catalog, source: str | None = None, rebuild: bool = False, on_p
     meta = read_meta(artifact.path) if _kind(artifact.path) else None
     fresh = meta is not None and meta.complete and meta.fingerprint == artifact.fingerprint and meta.extra.get("source_state") == state
     if fresh and not rebuild and not meta.extra.get("problems"):
-        return load(artifact.path, src.dataroot), False
-    table, problems = build(src, artifact.params, on_progress)
+        index = load(artifact.path, src.dataroot)
+        if not index.changed_inputs():
+            return index, False
+    table, problems, empty = build(src, artifact.params, on_progress)
     meta = StoreMeta(
         fingerprint=artifact.fingerprint,
         stage="index",
@@ -357,7 +487,7 @@ def ensure_index(catalog, source: str | None = None, rebuild: bool = False, on_p
         rows_total=table.num_rows,
         rows_done=table.num_rows,
         complete=True,
-        extra={"dataroot": str(src.dataroot), "version": src.version, "source_state": state, "cameras": list(CAMERAS), "problems": problems},
+        extra={"dataroot": str(src.dataroot), "version": src.version, "source_state": state, "cameras": list(CAMERAS), "problems": problems, "empty_scenes": empty},
     )
     _write(write_parquet_meta(table, meta), artifact.path)
     return load(artifact.path, src.dataroot), True

@@ -42,6 +42,11 @@ STAGE = StageInfo(
 )
 
 
+def reads(params: SuperpixelParams) -> tuple[str, ...]:
+    """The input files a row is computed from: a changed image makes its row stale."""
+    return ("cams",)
+
+
 def image_size(index) -> tuple[int, int]:
     """The (H, W) all camera images of the index share (a store holds one map size)."""
     sizes = {tuple(hw) for hw in index.column("cam_hw").reshape(-1, 2).tolist()}

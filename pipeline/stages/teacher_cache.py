@@ -88,6 +88,11 @@ STAGE = StageInfo(
 )
 
 
+def reads(params: TeacherCacheParams) -> tuple[str, ...]:
+    """The input files a row is computed from: a changed image makes its row stale."""
+    return ("cams",)
+
+
 def missing_weights_message(path: str, encoder: str = "resnet50") -> str:
     """What to do when the weights file is not there."""
     text = f"teacher weights {path} not found (give an absolute path, or one relative to where hvd runs)"

@@ -35,6 +35,7 @@ class Plan:
     todo: np.ndarray  # index rows to compute
     inputs: dict[str, str]  # input artifact name -> store path
     stages: StageTable
+    hashes: list[str]  # what each index row must be done for in this stage (``row_hashes``)
     notes: list[str] = field(default_factory=list)  # what the stage wants the user to know
 
 
@@ -103,8 +104,16 @@ def plan(catalog, name: str, source: str | None = None, on_index_progress=None) 
     store = RowStore.open_or_create(artifact.path, _meta(artifact, index, 0, None), module.specs(artifact.params, index))
     notes = module.prepare(store, artifact.params, index) if hasattr(module, "prepare") else []
     rows = store.assign(index.tokens)
-    todo = np.flatnonzero(store.pending(rows, list(index.column("row_hash"))))
-    return Plan(artifact, index, store, rows, todo, inputs, catalog.stages, notes)
+    hashes = row_hashes(module, artifact.params, index)
+    todo = np.flatnonzero(store.pending(rows, hashes))
+    return Plan(artifact, index, store, rows, todo, inputs, catalog.stages, hashes, notes)
+
+
+def row_hashes(module, params, index) -> list[str]:
+    """What each index row of a stage is done for: its records and the state of the files the stage
+    reads (the module's ``reads(params)``; every file if it names none), so a changed file makes
+    stale exactly the rows, and the stages, that read it."""
+    return index.row_hashes(module.reads(params) if hasattr(module, "reads") else None)
 
 
 def _exists(path: str) -> bool:
@@ -118,9 +127,13 @@ def jobs(p: Plan, batch_rows: int) -> list[Job]:
     params = {k: v for k, v in p.artifact.params.model_dump(mode="json").items() if k in fields}
     todo = [int(i) for i in p.todo]
     return [
-        Job(p.artifact.stage.name, p.stages, p.store.path, params, p.inputs, [(int(p.rows[i]), p.index.record(i)) for i in todo[k : k + batch_rows]])
+        Job(p.artifact.stage.name, p.stages, p.store.path, params, p.inputs, [(int(p.rows[i]), _record(p, i)) for i in todo[k : k + batch_rows]])
         for k in range(0, len(todo), batch_rows)
     ]
+
+
+def _record(p: Plan, i: int) -> dict:
+    return p.index.record(i) | {"row_hash": p.hashes[i]}
 
 
 def run_job(job: Job) -> list[dict]:
@@ -133,6 +146,8 @@ def run_job(job: Job) -> list[dict]:
     for row, record in job.rows:
         where = f"sample {record['token']} ({record['scene']})"
         try:
+            if record.get("problem"):  # refused by the index: none of its files is opened
+                raise RowError(record["problem"])
             store.write(row, module.compute(record, params, inputs, store), record["row_hash"])
             results.append({"token": record["token"], "ok": True, "error": None})
         except RowError as exc:
@@ -145,8 +160,7 @@ def run_job(job: Job) -> list[dict]:
 
 def commit(p: Plan, results: list[dict]) -> Summary:
     """Record the artifact's state after a run (the driver alone writes the metadata)."""
-    hashes = list(p.index.column("row_hash"))
-    done = int((~p.store.pending(p.rows, hashes)).sum())
+    done = int((~p.store.pending(p.rows, p.hashes)).sum())
     created = (p.store.group.attrs.get("hvd") or {}).get("created")
     p.store.commit(_meta(p.artifact, p.index, done, created, {"updated": utc_now()}))
     failed = [r["error"] for r in results if not r["ok"]]

@@ -17,6 +17,7 @@ from pipeline.data.sensor_data import in_range, load_points
 from pipeline.errors import CatalogError, StoreError
 from pipeline.stages import correspondences, depth_targets, teacher_cache
 from pipeline.store.rowstore import RowStore
+from pipeline.store.runner import row_hashes
 from pipeline.store.stores import read_meta
 from pipeline.train import augment
 from pipeline.train.augment import AugmentConfig
@@ -68,9 +69,7 @@ def open_stores(catalog, source: str | None = None) -> Stores:
         if meta.fingerprint != artifact.fingerprint:
             raise StoreError(f"the {name} store {artifact.path} is stale (fingerprint {meta.fingerprint[:12]}, the catalog implies {artifact.fingerprint[:12]}): run `{command}`")
         store = RowStore.open(artifact.path)
-        missing = [t for t, h in zip(index.tokens, index.column("row_hash")) if store.row_of(t) is None or not store.is_done(store.row_of(t), h)]
-        if missing:
-            raise StoreError(f"the {name} store {artifact.path} lacks {len(missing)} of {len(index)} keyframes (e.g. sample {missing[0]}): run `{command}`")
+        _check_rows(name, artifact.path, store, index, row_hashes(catalog.stages.module(artifact.stage.name), artifact.params, index), command)
         artifacts[name], paths[name] = artifact, artifact.path
     depth = artifacts["depth_targets"].params
     from models.frustum import DEPTH_MAX_M, DEPTH_MIN_M
@@ -82,6 +81,37 @@ def open_stores(catalog, source: str | None = None) -> Stores:
             "range only; set the catalog's depth_targets min_depth_m / max_depth_m to the bins' and rebuild it"
         )
     return Stores(index, artifacts, paths)
+
+
+def _check_rows(name: str, path: str, store: RowStore, index, hashes: list[str], command: str) -> None:
+    """Every keyframe of the index is done in ``store`` for its current content; otherwise say which
+    rows are refused by the index, which were never computed and which are stale (computed from input
+    files that changed since), by sample token, and what to run."""
+    problems = dict(zip(index.tokens, index.column("problem")))
+    refused, missing, stale = [], [], []
+    done = store.done()
+    for token, row_hash in zip(index.tokens, hashes):
+        row = store.row_of(token)
+        if row is not None and store.is_done(row, row_hash):
+            continue
+        if problems[token]:
+            refused.append(f"sample {token}: {problems[token]}")
+        elif row is None or done[row] == 0:
+            missing.append(token)
+        else:
+            stale.append(token)
+    if refused:
+        raise StoreError(
+            f"{len(refused)} keyframe(s) of the index are refused and have no {name} row:\n  " + "\n  ".join(refused[:10])
+            + "\nFix the dataset's tables, or set `params: {index: {allow_missing: true}}` on the source to leave them out."
+        )
+    if stale:
+        raise StoreError(
+            f"the {name} store {path} holds {len(stale)} stale row(s): their input files changed since they were computed "
+            f"(e.g. sample {stale[0]}): run `{command}` to recompute just those"
+        )
+    if missing:
+        raise StoreError(f"the {name} store {path} lacks {len(missing)} of {len(index)} keyframes (e.g. sample {missing[0]}): run `{command}`")
 
 
 class PretrainDataset(torch.utils.data.Dataset):
@@ -119,7 +149,12 @@ class PretrainDataset(torch.utils.data.Dataset):
         xyz, intensity = points[keep_range, :3].astype(np.float64), points[keep_range, 3]
         pair_store = stores["correspondences"]
         n_in_range, cams = correspondences.read(pair_store, pair_store.row_of(record["token"]))
-        assert n_in_range == len(xyz), f"{record['lidar_path']} changed since the correspondences were computed"
+        if n_in_range != len(xyz):
+            command = f"hvd prep correspondences --source {self.stores.artifacts['correspondences'].source.name}"
+            raise StoreError(
+                f"sample {record['token']}: {record['lidar_path']} has {len(xyz)} points in range but its correspondences row was "
+                f"computed from {n_in_range}: the file changed after `hvd prep` ran; run `{command}` to recompute that row"
+            )
 
         # 2. cloud transforms, then drop a cuboid unless a camera would lose too many pairings
         lidar_aug = augment.sample_lidar_matrix(self.augment, rng) if train else np.eye(4)

@@ -99,6 +99,8 @@ class SegDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         row = int(self.rows[i])
         record = self.index.record(row)
+        if record["problem"]:
+            raise RowError(f"sample {record['token']} ({record['scene']}): {record['problem']}")
         points = load_points(record["lidar_path"])
         labels = load_labels(record["lidarseg_path"], len(points), record["token"])
         xyz = points[:, :3].astype(np.float64)
