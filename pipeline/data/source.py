@@ -82,6 +82,9 @@ def _devkit(dataroot: Path, version: str, table_root: Path, skip_lidarseg: bool)
         if skip_lidarseg:
             shadow = Path(tempfile.mkdtemp(prefix="hvd-tables-"))
             (shadow / version).mkdir()
+            for entry in Path(dataroot).iterdir():  # maps/ and the rest, which the devkit may check
+                if entry.name != version:
+                    os.symlink(entry.resolve(), shadow / entry.name)
             for table in table_root.glob("*.json"):
                 if table.name not in ("lidarseg.json", "panoptic.json"):
                     os.symlink(table.resolve(), shadow / version / table.name)
@@ -136,7 +139,7 @@ def duplicate_tokens(nusc, lidarseg: dict[str, str] | None = None) -> str | None
             token = record.get("token")
             if token in seen:
                 first, other = seen[token], record
-                differs = [k for k in sorted(set(first) | set(other)) if first.get(k) != other.get(k)]
+                differs = sorted((k for k in set(first) | set(other) if first.get(k) != other.get(k)), key=lambda k: (k != "filename", k))
                 what = ", ".join(f"{k}: {first.get(k)!r} vs {other.get(k)!r}" for k in differs[:3]) or "identical records"
                 return f"table {table}.json has two records with token {token} ({what})"
             seen[token] = record
