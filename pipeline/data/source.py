@@ -146,9 +146,10 @@ def duplicate_tokens(nusc, lidarseg: dict[str, str] | None = None) -> str | None
     return None
 
 
-def inside_dataroot(root: Path, relative: str, table: str, token: str) -> str | None:
+def inside_dataroot(root: Path, relative: str, table: str, token: str, trusted=()) -> str | None:
     """A problem if a path a table names is absolute, climbs out with ``..``, or (through a
-    symbolic link) resolves outside the dataroot; None if it stays inside."""
+    symbolic link) resolves outside the dataroot and every ``trusted`` folder; None if it stays
+    inside."""
     where = f"{table} {token}: file {relative!r}"
     if not relative:
         return f"{where} is empty"
@@ -156,11 +157,14 @@ def inside_dataroot(root: Path, relative: str, table: str, token: str) -> str | 
         return f"{where} is an absolute path; tables name files relative to the dataroot {root}"
     if ".." in Path(relative).parts:
         return f"{where} climbs out of the dataroot {root} with '..'"
-    base = Path(root).resolve()
     resolved = (Path(root) / relative).resolve()
-    if resolved != base and base not in resolved.parents:
-        return f"{where} resolves to {resolved} through a symbolic link, outside the dataroot {base}"
-    return None
+    for base in (Path(root).resolve(), *(Path(t).expanduser().resolve() for t in trusted)):
+        if resolved == base or base in resolved.parents:
+            return None
+    return (
+        f"{where} resolves to {resolved} through a symbolic link, outside the dataroot {Path(root).resolve()}; "
+        "if that folder is yours, list it in the source's `params: {index: {trusted_roots: [...]}}`"
+    )
 
 
 def calibration_problem(record: dict, table: str, image_hw: tuple[int, int] | None = None) -> str | None:

@@ -43,11 +43,14 @@ MAX_SWEEPS = 10  # neighbouring LiDAR sweeps indexed per keyframe (nuScenes: 20 
 
 class IndexParams(BaseModel):
     """How the index is built. ``allow_missing`` drops keyframes whose files are missing or
-    truncated (recorded in the index) instead of refusing to build."""
+    truncated, or whose records are refused (recorded in the index), instead of failing them.
+    ``trusted_roots``: folders outside the dataroot that symbolic links inside it may point into
+    (e.g. ``samples/`` linked to another disk); any other link that leaves the dataroot is refused."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     allow_missing: bool = False
+    trusted_roots: tuple[str, ...] = ()
 
 
 STAGE = StageInfo(
@@ -105,16 +108,16 @@ def _is_empty(scene: dict) -> bool:
     return not scene.get("first_sample_token") or scene.get("nbr_samples", 1) == 0
 
 
-def _record_problems(nusc, root: Path, lidar: dict, cams: list[dict], sweeps: list[dict], lidarseg: str | None) -> list[str]:
+def _record_problems(nusc, root: Path, lidar: dict, cams: list[dict], sweeps: list[dict], lidarseg: str | None, trusted=()) -> list[str]:
     """Why a keyframe's records cannot be used (whatever its files hold): a path outside the
     dataroot, a missing lidarseg record, a bad calibration or ego pose."""
     from pipeline.data.source import calibration_problem, inside_dataroot
 
-    problems = [inside_dataroot(root, sd["filename"], "sample_data", sd["token"]) for sd in (lidar, *cams, *sweeps)]
+    problems = [inside_dataroot(root, sd["filename"], "sample_data", sd["token"], trusted) for sd in (lidar, *cams, *sweeps)]
     if lidarseg is None:
         problems.append(f"sample_data {lidar['token']}: no lidarseg record (lidarseg.json lists none for this LIDAR_TOP keyframe)")
     elif lidarseg:
-        problems.append(inside_dataroot(root, lidarseg, "lidarseg", lidar["token"]))
+        problems.append(inside_dataroot(root, lidarseg, "lidarseg", lidar["token"], trusted))
     for i, sd in enumerate((lidar, *cams, *sweeps)):
         hw = (sd["height"], sd["width"]) if 1 <= i <= len(cams) else None
         problems.append(calibration_problem(nusc.get("calibrated_sensor", sd["calibrated_sensor_token"]), "calibrated_sensor", hw))
@@ -180,7 +183,7 @@ def build(source, params: IndexParams, on_progress: Callable[[int, int], None] |
                 continue
             sweeps, sweep_records = _neighbour_sweeps(nusc, lidar)
             lidarseg = None if lidarseg_of is None else lidarseg_of.get(lidar["token"])
-            refused = _record_problems(nusc, root, lidar, cams, sweep_records, "" if lidarseg_of is None else lidarseg)
+            refused = _record_problems(nusc, root, lidar, cams, sweep_records, "" if lidarseg_of is None else lidarseg, params.trusted_roots)
             lidarseg = lidarseg or ""
             if refused:  # no file of this keyframe is opened
                 n_points, bad = 0, refused

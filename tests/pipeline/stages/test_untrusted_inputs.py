@@ -91,6 +91,11 @@ def test_a_path_outside_the_dataroot_is_refused_and_never_computed(tiny_copy, tm
     result = _prep_index(catalog.path)
     assert result.exit_code == 2 and named in result.output.replace("\n", "") and "Traceback" not in result.output
 
+    if escape == "symlink":  # a folder the user vouches for (e.g. images on another disk) is followed
+        trusted = Catalog.load(catalog_for(tmp_path / "trusted", tiny_copy, params={"index": {"trusted_roots": [str(outside)]}}))
+        index, _ = ensure_index(trusted)
+        assert not index.meta.extra["problems"] and not any(index.column("problem"))
+
 
 # --- LiDAR values finite; a file fixed or replaced is recomputed alone ------------------------------
 
