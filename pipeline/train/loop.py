@@ -15,7 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.checkpoints import load_checkpoint
+from pipeline.errors import HvdError
+
 CHECKPOINT = "checkpoint.pt"
+RESUME_KEYS = ("optimizer", "scheduler", "scaler", "step", "epoch", "batch_in_epoch", "rng")
 
 
 def rank_world() -> tuple[int, int]:
@@ -38,7 +42,11 @@ def setup_distributed() -> torch.device:
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The random states, as checkpoint data: tuples, numbers and tensors only (the numpy key array
+    as a tensor), so ``weights_only`` loading reads them without allowing any other type."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = (name, torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(gauss))
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -46,7 +54,8 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, key, *rest = state["numpy"]  # key: a tensor, or a numpy array in checkpoints of earlier versions
+    np.random.set_state((name, np.asarray(key).astype(np.uint32), *rest))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -85,7 +94,10 @@ def save_checkpoint(run_dir: Path, state: dict) -> None:
     """Write ``checkpoint.pt`` atomically: a killed run leaves the previous one intact."""
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / f".{CHECKPOINT}.tmp"
-    torch.save(state, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())  # on disk before it replaces the previous one
     os.replace(tmp, run_dir / CHECKPOINT)
 
 
@@ -165,7 +177,10 @@ class Loop:
         path = self.run_dir / CHECKPOINT
         if not path.exists():
             return None
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(path)
+        missing = [key for key in RESUME_KEYS if not isinstance(state, dict) or key not in state]
+        if missing:
+            raise HvdError(f"{path} is not a checkpoint of an hvd training run (no {', '.join(missing)}): start the run afresh without --resume, or in another folder")
         self.optimiser.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])

@@ -1,5 +1,6 @@
-"""``hvd train`` refuses run configs with numbers no training can use, as one line naming the key and
-the file, and exit status 2."""
+"""``hvd eval`` and ``hvd train`` refuse what they must not trust, as one line and exit status 2: a
+checkpoint that would run code or is not a checkpoint at all, and run configs with numbers no
+training can use."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from cli.main import app
+from tests.unsafe_pickle import malicious_checkpoint
 
 
 @pytest.fixture
@@ -25,6 +27,21 @@ def _one_line_error(result) -> str:
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     return lines[0]
+
+
+def test_eval_refuses_a_checkpoint_that_would_run_code(runner, tmp_path):
+    marker = tmp_path / "marker"
+    path = malicious_checkpoint(tmp_path / "run" / "checkpoint.pt", marker, config={}, step=1)
+    line = _one_line_error(runner.invoke(app, ["eval", str(tmp_path / "run")]))
+    assert f"{path}: refused to load: it holds Python objects other than tensors" in line
+    assert not marker.exists()
+
+
+def test_eval_of_a_text_file_names_it(runner, tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("step 7 looked good\n")
+    line = _one_line_error(runner.invoke(app, ["eval", str(path)]))
+    assert line == f"error: {path}: not a loadable PyTorch checkpoint (not a torch.save file; it starts with b'step 7 looke')"
 
 
 @pytest.mark.parametrize(

@@ -42,3 +42,27 @@ def test_defaults_are_the_papers_fp32_and_no_clip():
     assert RunConfig().amp is False
     assert autocast_dtype(False, torch.device("cpu")) is None
     assert autocast_dtype(True, torch.device("cpu")) is None  # the CPU trains in fp32 whatever is asked
+
+
+def test_random_states_are_plain_data_and_old_numpy_states_still_load(tmp_path):
+    """A checkpoint's random states load with ``weights_only=True`` and nothing registered, and
+    restore the very draws; a state written by earlier versions (numpy's array) still loads."""
+    import random
+
+    import numpy as np
+
+    from models.checkpoints import load_checkpoint
+    from pipeline.train.loop import rng_state, save_checkpoint, set_rng_state
+
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    save_checkpoint(tmp_path, {"rng": rng_state()})
+    expected = (random.random(), np.random.rand(3), torch.rand(2))
+    set_rng_state(torch.load(tmp_path / "checkpoint.pt", weights_only=True)["rng"])
+    again = (random.random(), np.random.rand(3), torch.rand(2))
+    assert again[0] == expected[0] and np.array_equal(again[1], expected[1]) and torch.equal(again[2], expected[2])
+
+    np.random.seed(4)
+    torch.save({"rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}}, tmp_path / "old.pt")
+    draw = np.random.rand(3)
+    set_rng_state(load_checkpoint(tmp_path / "old.pt")["rng"])
+    assert np.array_equal(np.random.rand(3), draw)

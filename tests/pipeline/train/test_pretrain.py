@@ -41,7 +41,7 @@ def _initial_backbone(catalog, data: dict) -> dict:
 
 def _moved(initial: dict, run_dir: Path) -> float:
     """|backbone - initial| / |initial| over the backbone's parameters (not BatchNorm statistics)."""
-    trained = torch.load(run_dir / "checkpoint.pt", weights_only=False)["student"]
+    trained = torch.load(run_dir / "checkpoint.pt", weights_only=True)["student"]
     keys = [k for k in initial if initial[k].is_floating_point() and "running" not in k]
     moved = sum(float(((trained[f"backbone.{k}"] - initial[k]) ** 2).sum()) for k in keys) ** 0.5
     return moved / sum(float((initial[k] ** 2).sum()) for k in keys) ** 0.5
@@ -114,12 +114,12 @@ def test_killed_run_resumes_to_the_same_weights(tiny_stores, tmp_path):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert torch.load(killed_dir / "checkpoint.pt", weights_only=False)["step"] == 2
+    assert torch.load(killed_dir / "checkpoint.pt", weights_only=True)["step"] == 2
 
     resumed = _run(["train", "pretrain", "--config", str(config), "--out", str(killed_dir), "--resume"], env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
-    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)
-    b = torch.load(killed_dir / "checkpoint.pt", weights_only=False)
+    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
+    b = torch.load(killed_dir / "checkpoint.pt", weights_only=True)
     assert a["step"] == b["step"] == 4
     for part in ("student", "heads"):
         for key, value in a[part].items():
@@ -139,3 +139,4 @@ def test_two_torchrun_processes_end_with_identical_weights(tiny_stores, tmp_path
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["steps"] == 2 and len(summary["rank_checksums"]) == 2
     assert summary["rank_checksums"][0] == summary["rank_checksums"][1]
+
