@@ -150,3 +150,41 @@ def test_code_in_the_run_checkpoint_is_refused_on_resume(tiny_catalog, tmp_path)
     assert str(error.value).startswith(f"{path}: refused to load") and not marker.exists()
     assert path.read_bytes() == before  # refused, not overwritten by a fresh run
 
+
+def test_nan_loss_stops_finetuning_and_keeps_the_last_checkpoint(tiny_catalog, tmp_path, monkeypatch):
+    """The Lovasz term turns NaN at step 2: the error names the step, the term and the keyframe of
+    the batch; checkpoint.pt stays the one of step 1, and a resumed run trains on from it. (A quarter
+    of the network's width: the check is the loop's, not the network's.)"""
+    import hashlib
+
+    from pipeline.errors import HvdError
+    from pipeline.train import finetune
+    from pipeline.train.seg_data import seg_collate
+
+    batches, loss = [], finetune.segmentation_loss
+
+    def collate(examples):
+        batches.append(seg_collate(examples)["tokens"])
+        return seg_collate(examples)
+
+    def nan_lovasz_at_step_2(logits, labels, lovasz=True):
+        parts = loss(logits, labels, lovasz)
+        if len(batches) == 2:
+            parts["lovasz"] = parts["lovasz"] * float("nan")
+        return parts
+
+    monkeypatch.setattr(finetune, "seg_collate", collate)
+    monkeypatch.setattr(finetune, "segmentation_loss", nan_lovasz_at_step_2)
+    config = _config(tiny_catalog, tmp_path / "run", run={"max_steps": 3, "checkpoint_every": 1}, data={"max_examples": 2, "batch_size": 1}, model={"width": 0.25})
+    with pytest.raises(HvdError) as error:
+        train(config, catalog=tiny_catalog)
+    assert str(error.value).startswith(f"step 2: non-finite loss lovasz=nan, total=nan on sample {batches[1][0]};"), str(error.value)
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["step"] == 1 and "keeps step 1" in str(error.value)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    # resuming from the kept checkpoint without the fault trains on to the end
+    monkeypatch.setattr(finetune, "segmentation_loss", loss)
+    assert train(config, catalog=tiny_catalog, resume=True)["steps"] == 3
+    assert hashlib.sha256(checkpoint.read_bytes()).hexdigest() != digest
