@@ -22,11 +22,13 @@ def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
 
 
 def _one_line_error(result) -> str:
+    """The error line of a command that failed as a user error: exit 2, no traceback, one line
+    (what precedes it can only be an import's warning, e.g. MinkowskiEngine's CPU-only notice)."""
     assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    return lines[0]
+    assert "Traceback" not in result.output and (result.exception is None or isinstance(result.exception, SystemExit)), result.output
+    errors = [line for line in result.output.strip().splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and result.output.strip().endswith(errors[0]), result.output
+    return errors[0]
 
 
 def test_eval_refuses_a_checkpoint_that_would_run_code(runner, tmp_path):
