@@ -39,6 +39,7 @@ def experiment_setup(args):
     mode, seeded, with a pretraining checkpoint's student and heads when given."""
     import torch
 
+    from models.checkpoints import load_checkpoint
     from pipeline.stages import Catalog
     from pipeline.train import pretrain_config
     from pipeline.train.pretrain import build_net
@@ -52,7 +53,7 @@ def experiment_setup(args):
         torch.manual_seed(0)
         net = build_net(config, stores).train()
         if checkpoint is not None:
-            state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+            state = load_checkpoint(checkpoint)
             net.student.load_state_dict(state["student"])
             net.heads.load_state_dict(state["heads"])
         return net

@@ -93,6 +93,7 @@ def run_job(job: dict) -> None:
     pretraining also records how far the backbone moved, downstream runs are evaluated."""
     import torch
 
+    from models.checkpoints import load_checkpoint
     from pipeline.stages import Catalog
 
     torch.set_num_threads(1)
@@ -126,7 +127,7 @@ def run_job(job: dict) -> None:
         print(f"  {run_dir.name}: {time.perf_counter() - start:.0f} s", flush=True)
     if kind == "pretrain" and not (run_dir / "moved.json").exists():
         initial = build_net(config, open_stores(catalog, config.data.source)).student.backbone.state_dict()
-        trained = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)["student"]
+        trained = load_checkpoint(run_dir / "checkpoint.pt")["student"]
         (run_dir / "moved.json").write_text(json.dumps({"backbone_moved": backbone_moved(initial, trained)}))
     if kind != "pretrain" and not (run_dir / "eval-val.json").exists():
         from pipeline.train.evaluate import evaluate, write

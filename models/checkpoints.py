@@ -22,23 +22,87 @@ Keys that are neither a known head nor a parameter of the model, and parameters 
 lacks, are an error that lists them, unless ``allow_mismatch`` is set. BatchNorm's
 ``num_batches_tracked`` counters are not required (older torchvision files lack them; a frozen
 teacher never reads them).
+
+Every checkpoint hvd reads -- these teacher files, a pretraining run given to fine-tuning, a run's own
+``checkpoint.pt`` on resume or ``hvd eval`` -- goes through ``load_checkpoint``: ``torch.load`` with
+``weights_only=True``, so a file can hold tensors, numbers, strings, lists and dicts but never make
+Python call a function while it is read (a pickle can otherwise run any code). hvd's own checkpoints
+hold nothing else (``pipeline.train.loop`` stores the numpy random state as a tensor); only the numpy
+arrays of the random states written by earlier versions are allowed besides.
 """
 
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
+
+from pipeline.errors import HvdError
 
 HEADS = ("fc.", "projection_head.", "prototypes", "head.")
 MOBILENET_HEADS = ("classifier.",)
 ARCHITECTURES = {"resnet50": "ResNet-50", "mobilenet_v2": "MobileNetV2"}  # ``arch`` of the encoder classes
 
 
-class CheckpointError(Exception):
-    """The checkpoint cannot be loaded into the encoder (message names the file and the keys)."""
+class CheckpointError(HvdError):
+    """A checkpoint cannot be read, is refused, or does not fit the model (the message names the file)."""
+
+
+# The numpy random state of checkpoints written before the state was stored as a tensor: a uint32
+# array, rebuilt from these (they construct arrays and dtypes, nothing else).
+_LEGACY_NUMPY = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def load_checkpoint(path: str | Path) -> object:
+    """The contents of a ``torch.save`` file, read as data only (``weights_only=True``). A file that
+    would construct other Python objects is refused, and an unreadable one reported, as a
+    ``CheckpointError`` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        with torch.serialization.safe_globals(_LEGACY_NUMPY), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # a plain pickle: refused below
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for refused, corrupt or foreign files
+        raise CheckpointError(_load_failure(path, exc)) from None
+
+
+def _load_failure(path: Path, exc: Exception) -> str:
+    """Why ``path`` could not be loaded, in one line."""
+    text = str(exc)
+    head = path.read_bytes()[:12] if path.stat().st_size else b""
+    first = text.strip().splitlines()[0].split(". ")[0] if text.strip() else type(exc).__name__
+    if not head:
+        return f"{path}: not a loadable PyTorch checkpoint (the file is empty)"
+    if not head.startswith((b"PK", b"\x80")):  # torch.save writes a zip archive (a pickle before torch 1.6)
+        return f"{path}: not a loadable PyTorch checkpoint (not a torch.save file; it starts with {head!r})"
+    if "Weights only load failed" in text:
+        names = _unsafe_globals(path, text)
+        if names:
+            return (
+                f"{path}: refused to load: it holds Python objects other than tensors ({', '.join(names)}); hvd only loads weights "
+                "(tensors, numbers, strings, lists, dicts): re-save the state dict alone, from code you trust"
+            )
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+        return f"{path}: refused to load: it is not a plain weights pickle ({detail.group(1).strip() if detail else first}); hvd only loads weights saved with torch.save"
+    if head.startswith(b"PK"):
+        return f"{path}: not a loadable PyTorch checkpoint (a zip archive, truncated, corrupt or not written by torch.save: {first})"
+    return f"{path}: not a loadable PyTorch checkpoint (a pickle, truncated or corrupt: {type(exc).__name__} {first})"
+
+
+def _unsafe_globals(path: Path, message: str) -> list[str]:
+    """The Python names a refused file would have imported (all of them where torch can list them)."""
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001 - not a zip archive: fall back on the one torch named
+        names = []
+    return sorted(names) or re.findall(r"GLOBAL (\S+) was not an allowed global", message)
 
 
 @dataclass
@@ -111,12 +175,7 @@ def normalise(checkpoint: dict) -> tuple[dict[str, torch.Tensor], str, list[str]
 def load_encoder_weights(model: nn.Module, path: str | Path, *, allow_mismatch: bool = False) -> LoadReport:
     """Load a checkpoint file into ``model`` (in place) and say what was loaded."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or foreign files
-        raise CheckpointError(f"{path}: not a loadable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+    checkpoint = load_checkpoint(path)
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path}: expected a state dict or a dict holding one, found {type(checkpoint).__name__}")
     state, fmt, heads = normalise(checkpoint)

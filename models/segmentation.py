@@ -70,19 +70,24 @@ def _prefixes(keys: list[str]) -> str:
     return ", ".join(seen)
 
 
+def _read_pretrained(path: Path) -> object:
+    """The contents of a pretrained-weights file, read as data only (``models.checkpoints``)."""
+    from models.checkpoints import load_checkpoint
+    from pipeline.errors import HvdError
+
+    path = Path(path)
+    if not path.is_file():
+        raise HvdError(f"pretrained weights {path} do not exist")
+    return load_checkpoint(path)
+
+
 def pretrained_state(path: Path) -> dict[str, torch.Tensor]:
     """The weights of a pretraining run, keyed as in ``SegmentationNet``: an ``hvd train pretrain``
     checkpoint (its ``student``), a dict with a ``model`` / ``state_dict`` entry, or a plain state
     dict; ``module.`` prefixes (DDP) are dropped, and bare backbone keys get ``backbone.``."""
     from pipeline.errors import HvdError
 
-    path = Path(path)
-    if not path.is_file():
-        raise HvdError(f"pretrained weights {path} do not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise HvdError(f"cannot read pretrained weights {path}: {exc}") from None
+    state = _read_pretrained(path)
     for key in ("student", "model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -100,11 +105,8 @@ def pretrained_state(path: Path) -> dict[str, torch.Tensor]:
 
 def pretrained_width(path: Path) -> float | None:
     """The student width an ``hvd train pretrain`` checkpoint was trained with (None for any other
-    file, or a checkpoint from before widths were recorded)."""
-    try:
-        state = torch.load(Path(path), map_location="cpu", weights_only=False)
-    except Exception:  # noqa: BLE001 - unreadable files are reported by load_pretrained
-        return None
+    file, or a checkpoint from before widths were recorded). An unreadable or refused file is an error."""
+    state = _read_pretrained(path)
     config = state.get("config") if isinstance(state, dict) else None
     model = config.get("model") if isinstance(config, dict) else None
     return model.get("student_width") if isinstance(model, dict) else None

@@ -121,7 +121,8 @@ def build_config(model: type[BaseModel], presets: dict[str, dict], preset: str |
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise HvdError(describe_validation_error(exc, model, str(path or f"preset {preset}"))) from None
+        where = str(path) if path is not None else f"preset {preset}" if preset is not None else "the run config"
+        raise HvdError(describe_validation_error(exc, model, where)) from None
 
 
 def save_config(config: BaseModel, path: Path) -> None:

@@ -12,31 +12,43 @@ same maps.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator
+
+Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
 class AugmentConfig(BaseModel):
-    """Training augmentations (docs/METHOD.md section 3); ``enabled: false`` gives the validation view."""
+    """Training augmentations (docs/METHOD.md section 3); ``enabled: false`` gives the validation view.
+    Probabilities lie in [0, 1], ranges are (low, high) with low <= high, and no number may be
+    infinite or NaN."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     enabled: bool = True
-    rotation_deg: float = 22.5
-    scale: tuple[float, float] = (0.9, 1.1)
-    translation_std_m: float = 0.5
-    flip_y: float = 0.5
-    flip_x: float = 0.5
+    rotation_deg: float = Field(22.5, ge=0, le=180)
+    scale: tuple[PositiveFloat, PositiveFloat] = (0.9, 1.1)
+    translation_std_m: float = Field(0.5, ge=0)
+    flip_y: float = Field(0.5, ge=0, le=1)
+    flip_x: float = Field(0.5, ge=0, le=1)
     drop_cuboids: bool = True
-    cuboid_max_ratio: float = 0.2
-    min_pairings_per_camera: int = 1024
-    crop_scale: tuple[float, float] = (0.3, 1.0)
-    crop_ratio: tuple[float, float] = (14 / 9, 17 / 9)
-    crop_min_pairings: int = 1024
-    crop_min_fraction: float = 0.75
-    crop_retries: int = 10  # ours: bounded, then the full image (the reference loops forever)
-    flip_horizontal: float = 0.5
+    cuboid_max_ratio: float = Field(0.2, ge=0, le=1)
+    min_pairings_per_camera: int = Field(1024, ge=0)
+    crop_scale: tuple[Fraction, Fraction] = (0.3, 1.0)
+    crop_ratio: tuple[PositiveFloat, PositiveFloat] = (14 / 9, 17 / 9)
+    crop_min_pairings: int = Field(1024, ge=0)
+    crop_min_fraction: float = Field(0.75, ge=0, le=1)
+    crop_retries: int = Field(10, ge=0)  # ours: bounded, then the full image (the reference loops forever)
+    flip_horizontal: float = Field(0.5, ge=0, le=1)
+
+    @field_validator("scale", "crop_scale", "crop_ratio")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if value[0] > value[1]:
+            raise ValueError("a (low, high) range needs low <= high")
+        return value
 
 
 # --- matrices ---------------------------------------------------------------------------------------

@@ -10,10 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
+from models.checkpoints import load_checkpoint
 from models.segmentation import SegmentationNet
 from models.student import sparse_input
 from pipeline.errors import HvdError
+from pipeline.store.config_file import describe_validation_error
 from pipeline.train import seg_metrics
 from pipeline.train.finetune_config import FinetuneConfig
 from pipeline.train.seg_data import SegDataset, seg_collate, select_rows
@@ -26,13 +29,19 @@ def load_model(checkpoint: Path) -> tuple[SegmentationNet, FinetuneConfig, dict]
         checkpoint = checkpoint / "checkpoint.pt"
     if not checkpoint.is_file():
         raise HvdError(f"checkpoint {checkpoint} does not exist (an `hvd train finetune` run folder or its checkpoint.pt)")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = load_checkpoint(checkpoint)
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise HvdError(f"{checkpoint} is not an `hvd train finetune` checkpoint (no model and config)")
-    config = FinetuneConfig.model_validate(state["config"])
+    try:
+        config = FinetuneConfig.model_validate(state["config"])
+    except ValidationError as exc:
+        raise HvdError(describe_validation_error(exc, FinetuneConfig, f"{checkpoint} (its config)")) from None
     net = SegmentationNet(bn_momentum=config.model.bn_momentum, width=config.model.width or 1.0)
-    net.load_state_dict(state["model"])
-    return net, config, {"step": state["step"], "path": str(checkpoint)}
+    try:
+        net.load_state_dict(state["model"])
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise HvdError(f"{checkpoint}: its model does not fit the segmentation network of its config ({str(exc).splitlines()[0]})") from None
+    return net, config, {"step": state.get("step"), "path": str(checkpoint)}
 
 
 @torch.no_grad()

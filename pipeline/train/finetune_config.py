@@ -14,7 +14,9 @@ from pipeline.train.seg_data import SegDataConfig
 
 
 class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown keys are errors, and no number may be infinite or NaN."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSettings(_Config):
@@ -35,9 +37,9 @@ class FinetuneOptim(_Config):
 
     lr: float = Field(0.02, gt=0)
     head_lr: float | None = Field(2.0, gt=0, description="learning rate of the new head (null: lr)")
-    momentum: float = 0.9
-    dampening: float = 0.1
-    weight_decay: float = 1e-4
+    momentum: float = Field(0.9, ge=0, lt=1)
+    dampening: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(1e-4, ge=0)
     epochs: int = Field(100, ge=1)
     lovasz: bool = True  # cross-entropy + Lovasz-softmax; false: cross-entropy only
 

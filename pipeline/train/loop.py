@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import time
@@ -15,7 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.checkpoints import load_checkpoint
+from pipeline.errors import HvdError
+
 CHECKPOINT = "checkpoint.pt"
+RESUME_KEYS = ("optimizer", "scheduler", "scaler", "step", "epoch", "batch_in_epoch", "rng")
 
 
 def rank_world() -> tuple[int, int]:
@@ -38,7 +43,11 @@ def setup_distributed() -> torch.device:
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The random states, as checkpoint data: tuples, numbers and tensors only (the numpy key array
+    as a tensor), so ``weights_only`` loading reads them without allowing any other type."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = (name, torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(gauss))
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -46,7 +55,8 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, key, *rest = state["numpy"]  # key: a tensor, or a numpy array in checkpoints of earlier versions
+    np.random.set_state((name, np.asarray(key).astype(np.uint32), *rest))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -85,7 +95,10 @@ def save_checkpoint(run_dir: Path, state: dict) -> None:
     """Write ``checkpoint.pt`` atomically: a killed run leaves the previous one intact."""
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / f".{CHECKPOINT}.tmp"
-    torch.save(state, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())  # on disk before it replaces the previous one
     os.replace(tmp, run_dir / CHECKPOINT)
 
 
@@ -139,7 +152,8 @@ class Loop:
     batch (fp32, or autocast on a GPU when asked for), the gradient norm of every parameter group
     logged before any clipping (optional, per group), TensorBoard scalars, an atomic checkpoint every
     ``checkpoint_every`` steps and at the end, the cosine schedule stepped per epoch, and exact resume
-    (position in the data, random states).
+    (position in the data, random states). A non-finite loss or gradient stops the run before the
+    optimiser step, so the checkpoint on disk stays the last good one.
 
     ``config`` is a run config with ``data`` (batch_size, num_workers), ``optim`` (epochs, optionally
     clip_grad_norm and clip_scope) and ``run`` (out_dir, seed, max_steps, checkpoint_every, log_every,
@@ -158,6 +172,7 @@ class Loop:
         if config.run.max_steps:
             self.total_steps = min(self.total_steps, config.run.max_steps)
         self.step = self.epoch = self.done_in_epoch = 0
+        self.saved_step: int | None = None  # the step of the checkpoint on disk (resumed from or last written)
 
     def resume(self) -> dict | None:
         """Restore the optimiser, schedule, scaler, position and random states from the run folder's
@@ -165,12 +180,16 @@ class Loop:
         path = self.run_dir / CHECKPOINT
         if not path.exists():
             return None
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(path)
+        missing = [key for key in RESUME_KEYS if not isinstance(state, dict) or key not in state]
+        if missing:
+            raise HvdError(f"{path} is not a checkpoint of an hvd training run (no {', '.join(missing)}): start the run afresh without --resume, or in another folder")
         self.optimiser.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch, self.done_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         restore_rng(state["rng"], self.rank)
+        self.saved_step = self.step
         return state
 
     def run(self, dataset, collate, compute, *, weights, extra: dict | None = None, before_epoch=None, on_step=None) -> dict:
@@ -185,31 +204,33 @@ class Loop:
             writer = SummaryWriter(str(self.run_dir / "tensorboard"))
         first: dict | None = None
         last: dict = {}
-        while self.step < self.total_steps and self.epoch < cfg.optim.epochs:
-            dataset.set_epoch(self.epoch)
-            batches = batch_order(self.n_examples, cfg.run.seed, self.epoch, self.rank, self.world, cfg.data.batch_size)[self.done_in_epoch :]
-            loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=cfg.data.num_workers)
-            self.model.train()
-            if before_epoch:
-                before_epoch()
-            for batch in loader:
-                metrics = self._step(batch, compute)
-                first, last = first or metrics, metrics
-                if writer and self.step % cfg.run.log_every == 0:
-                    for key, value in metrics.items():
-                        writer.add_scalar(f"{self.tag}/{key}", value, self.step)
-                    writer.add_scalar(f"{self.tag}/lr", self.optimiser.param_groups[0]["lr"], self.step)
-                if on_step and self.rank == 0:
-                    on_step(self.step, self.total_steps, metrics)
-                if self.step % cfg.run.checkpoint_every == 0 or self.step == self.total_steps:
-                    self.checkpoint(weights(), extra or {})
-                if self.step >= self.total_steps:
-                    break
-            else:  # the epoch is over: the cosine schedule steps per epoch
-                self.epoch, self.done_in_epoch = self.epoch + 1, 0
-                self.scheduler.step()
-        if writer:
-            writer.close()
+        try:
+            while self.step < self.total_steps and self.epoch < cfg.optim.epochs:
+                dataset.set_epoch(self.epoch)
+                batches = batch_order(self.n_examples, cfg.run.seed, self.epoch, self.rank, self.world, cfg.data.batch_size)[self.done_in_epoch :]
+                loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=cfg.data.num_workers)
+                self.model.train()
+                if before_epoch:
+                    before_epoch()
+                for batch in loader:
+                    metrics = self._step(batch, compute)
+                    first, last = first or metrics, metrics
+                    if writer and self.step % cfg.run.log_every == 0:
+                        for key, value in metrics.items():
+                            writer.add_scalar(f"{self.tag}/{key}", value, self.step)
+                        writer.add_scalar(f"{self.tag}/lr", self.optimiser.param_groups[0]["lr"], self.step)
+                    if on_step and self.rank == 0:
+                        on_step(self.step, self.total_steps, metrics)
+                    if self.step % cfg.run.checkpoint_every == 0 or self.step == self.total_steps:
+                        self.checkpoint(weights(), extra or {})
+                    if self.step >= self.total_steps:
+                        break
+                else:  # the epoch is over: the cosine schedule steps per epoch
+                    self.epoch, self.done_in_epoch = self.epoch + 1, 0
+                    self.scheduler.step()
+        finally:
+            if writer:
+                writer.close()
         return {"steps": self.step, "first": first, "last": last, "out_dir": str(self.run_dir), "rank_checksums": rank_checksums(self.net)}
 
     def _step(self, batch: dict, compute) -> dict:
@@ -219,24 +240,59 @@ class Loop:
         generator = torch.Generator(device=self.device).manual_seed(seed)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             parts, loss = compute(batch, generator)
+        losses = {k: float(v.detach()) for k, v in parts.items()} | {"total": float(loss.detach())}
         self.optimiser.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimiser)  # a no-op without float16 scaling: norms are of the true gradients
         norms = group_grad_norms(self.groups)  # before any clipping
+        # float16 scaling skips a step with an infinite gradient and lowers the scale: that is no failure
+        self._stop_if_non_finite(batch, losses, {} if self.scaler.is_enabled() else norms)
         clip = getattr(self.config.optim, "clip_grad_norm", None)
         if clip:
             clip_gradients(self.groups, clip, getattr(self.config.optim, "clip_scope", "group"))
         self.scaler.step(self.optimiser)
         self.scaler.update()
         self.step, self.done_in_epoch = self.step + 1, self.done_in_epoch + 1
-        metrics = {k: float(v.detach()) for k, v in parts.items()} | {"total": float(loss.detach())}
-        metrics |= {f"grad_norm/{name}": value for name, value in norms.items()}
+        metrics = losses | {f"grad_norm/{name}": value for name, value in norms.items()}
         metrics["examples_per_s"] = batch["size"] * self.world / (time.perf_counter() - start)
         return metrics
+
+    def _stop_if_non_finite(self, batch: dict, losses: dict[str, float], norms: dict[str, float]) -> None:
+        """Raise an ``HvdError`` on every rank, before the optimiser moves any weight, when a loss term
+        (or the total) or a gradient norm of some rank is infinite or NaN; the message names the step,
+        the terms, the batch's samples and the checkpoint left on disk (the last good one: this step
+        is never saved). A collective under DDP, so that no rank is left waiting for the others."""
+        bad_losses = {k: v for k, v in losses.items() if not math.isfinite(v)}
+        bad_norms = [k for k, v in norms.items() if not math.isfinite(v)]
+        problem = None
+        if bad_losses or bad_norms:
+            tokens = ", ".join(batch.get("tokens") or ["(not recorded)"])
+            what = (
+                f"non-finite loss {', '.join(f'{k}={v}' for k, v in bad_losses.items())}"
+                if bad_losses
+                else f"non-finite gradient in {', '.join(bad_norms)} (losses {', '.join(f'{k}={v:.4g}' for k, v in losses.items())})"
+            )
+            problem = f"{what} on sample{'s' if len(batch.get('tokens') or []) > 1 else ''} {tokens}" + (f" (rank {self.rank})" if self.world > 1 else "")
+        problems = [problem]
+        if self.world > 1:
+            flag = torch.tensor([1.0 if problem else 0.0], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            if flag.item() == 0:
+                return
+            problems = [None] * self.world
+            torch.distributed.all_gather_object(problems, problem)
+        if not any(problems):
+            return
+        kept = f"{self.run_dir / CHECKPOINT} keeps step {self.saved_step}" if self.saved_step is not None else "no checkpoint was written"
+        raise HvdError(
+            f"step {self.step + 1}: {'; '.join(p for p in problems if p)}; training stopped before this step's update and {kept}: "
+            "check these samples' inputs, or lower optim.lr (or set optim.clip_grad_norm), then run again (--resume continues from the checkpoint)"
+        )
 
     def checkpoint(self, weights: dict, extra: dict) -> None:
         """Every rank's random state gathered to rank 0, which writes the checkpoint atomically."""
         states = gathered_rng_states()
+        self.saved_step = self.step
         if self.rank != 0:
             return
         state = {

@@ -7,7 +7,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from models.losses import LossConfig
 from pipeline.store.config_file import build_config, save_config
@@ -15,7 +15,31 @@ from pipeline.train.pretrain_data import DataConfig
 
 
 class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown keys are errors, and no number may be infinite or NaN (a NaN learning rate would
+    train to NaN weights without a word)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# The bounds of the loss settings (``LossConfig`` itself is a plain dataclass): weights may switch a
+# loss off (0) but not reverse it, the temperature divides the logits, and sampling needs a sample.
+LOSS_BOUNDS = {
+    "ipv_weight": {"ge": 0},
+    "bev_weight": {"ge": 0},
+    "depth_weight": {"ge": 0},
+    "ppkt_weight": {"ge": 0},
+    "temperature": {"gt": 0},
+    "bev_matches": {"ge": 1},
+    "ppkt_pairs": {"ge": 1},
+}
+
+
+class _LossBase(_Config):
+    @model_validator(mode="after")
+    def _one_loss_on(self):
+        if not any(getattr(self, name) for name in ("ipv", "bev", "depth", "ppkt")):
+            raise ValueError("no loss is switched on: enable at least one of ipv, bev, depth, ppkt")
+        return self
 
 
 # Which losses train and their weights (docs/METHOD.md section 6): the fields of
@@ -23,8 +47,8 @@ class _Config(BaseModel):
 # IPV + BEV + depth is HVDistill.
 LossSettings = create_model(
     "LossSettings",
-    __base__=_Config,
-    **{f.name: (get_type_hints(LossConfig)[f.name], f.default) for f in fields(LossConfig)},
+    __base__=_LossBase,
+    **{f.name: (get_type_hints(LossConfig)[f.name], Field(f.default, **LOSS_BOUNDS.get(f.name, {}))) for f in fields(LossConfig)},
 )
 
 
@@ -40,10 +64,10 @@ class NetworkConfig(_Config):
 class OptimConfig(_Config):
     """SGD with a cosine schedule stepped per epoch (docs/METHOD.md section 7)."""
 
-    lr: float = 0.5
-    momentum: float = 0.9
-    dampening: float = 0.1
-    weight_decay: float = 1e-4
+    lr: float = Field(0.5, ge=0, description="0 keeps the weights at the initialisation while BatchNorm statistics adapt (bench/transfer.py's random+BN diagnostic)")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    dampening: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(1e-4, ge=0)
     epochs: int = Field(50, ge=1)
     # The paper clips nothing. When a run asks for clipping, each parameter group (student backbone,
     # student heads, decoder, bridge, depth net) is clipped on its own by default: a global clip lets
@@ -54,7 +78,7 @@ class OptimConfig(_Config):
 
 class RunConfig(_Config):
     out_dir: str = "runs/pretrain"
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps (demo, tests)")
     checkpoint_every: int = Field(200, ge=1)
     log_every: int = Field(1, ge=1)

@@ -30,7 +30,7 @@ N_CAMERAS = 6
 class DataConfig(BaseModel):
     """Where examples come from and how they are augmented."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     catalog: str = "data_catalog.yaml"
     source: str | None = None

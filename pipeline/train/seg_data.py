@@ -27,7 +27,7 @@ VAL_SPLITS = ("val", "mini_val")
 class SegDataConfig(BaseModel):
     """Which keyframes, how many labels, how they are batched and augmented."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     catalog: str = "data_catalog.yaml"
     source: str | None = None

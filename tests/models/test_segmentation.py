@@ -56,7 +56,7 @@ def test_unusable_files_are_refused(tmp_path):
     with pytest.raises(HvdError, match="do not exist"):
         load_pretrained(SegmentationNet(), tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(HvdError, match="cannot read"):
+    with pytest.raises(HvdError, match="junk.pt: not a loadable PyTorch checkpoint"):
         load_pretrained(SegmentationNet(), tmp_path / "junk.pt")
 
 

@@ -74,12 +74,12 @@ def test_linear_probe_trains_the_head_only_and_resumes_exactly(tiny_catalog, tmp
 
     over_cached = {"model": {**over["model"], "cache_frozen_features": True}, "data": over["data"]}
     train(_config(tiny_catalog, tmp_path / "cached", run={"max_steps": 4}, **over_cached), catalog=tiny_catalog)
-    c = torch.load(tmp_path / "cached" / "checkpoint.pt", weights_only=False)["model"]
-    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)["model"]
+    c = torch.load(tmp_path / "cached" / "checkpoint.pt", weights_only=True)["model"]
+    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["model"]
     for key in ("head.kernel", "head.bias"):  # features computed once and reused: the same training
         torch.testing.assert_close(c[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
-    b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)["model"]
-    loaded = torch.load(pretrained, weights_only=False)["student"]
+    b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)["model"]
+    loaded = torch.load(pretrained, weights_only=True)["student"]
     for key, value in a.items():
         torch.testing.assert_close(b[key], value, rtol=0, atol=1e-6, msg=key)
         if key.startswith("backbone."):  # frozen: parameters and BatchNorm statistics untouched
@@ -120,3 +120,71 @@ def test_width_follows_the_pretraining_checkpoint(tiny_catalog, tmp_path):
     assert "of another shape" not in result["load_report"] and "tensors loaded" in result["load_report"]
     report = evaluate(tmp_path / "run", catalog=tiny_catalog, num_workers=0, max_examples=1)
     assert report["keyframes"] == 1
+
+
+def test_code_in_pretrained_weights_is_refused(tiny_catalog, tmp_path):
+    """``--pretrained`` pointing at a pickle that would run code: fine-tuning stops with one line
+    naming the file, and the payload never ran."""
+    from pipeline.errors import HvdError
+    from tests.unsafe_pickle import malicious_checkpoint
+
+    marker = tmp_path / "marker"
+    path = malicious_checkpoint(tmp_path / "pretrain" / "checkpoint.pt", marker, config={"model": {"student_width": 1.0}})
+    config = _config(tiny_catalog, tmp_path / "run", run={"max_steps": 1}, model={"pretrained": str(path)})
+    with pytest.raises(HvdError) as error:
+        train(config, catalog=tiny_catalog)
+    assert str(error.value).startswith(f"{path}: refused to load: it holds Python objects other than tensors")
+    assert not marker.exists() and not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_code_in_the_run_checkpoint_is_refused_on_resume(tiny_catalog, tmp_path):
+    """A run folder whose checkpoint.pt would run code when ``--resume`` reads it."""
+    from pipeline.errors import HvdError
+    from tests.unsafe_pickle import malicious_checkpoint
+
+    marker = tmp_path / "marker"
+    path = malicious_checkpoint(tmp_path / "run" / "checkpoint.pt", marker, step=1, optimizer={}, scheduler={}, scaler={}, epoch=0, batch_in_epoch=1, rng=[])
+    before = path.read_bytes()
+    with pytest.raises(HvdError) as error:
+        train(_config(tiny_catalog, tmp_path / "run", run={"max_steps": 1}, data={"max_examples": 2}), catalog=tiny_catalog, resume=True)
+    assert str(error.value).startswith(f"{path}: refused to load") and not marker.exists()
+    assert path.read_bytes() == before  # refused, not overwritten by a fresh run
+
+
+def test_nan_loss_stops_finetuning_and_keeps_the_last_checkpoint(tiny_catalog, tmp_path, monkeypatch):
+    """The Lovasz term turns NaN at step 2: the error names the step, the term and the keyframe of
+    the batch; checkpoint.pt stays the one of step 1, and a resumed run trains on from it. (A quarter
+    of the network's width: the check is the loop's, not the network's.)"""
+    import hashlib
+
+    from pipeline.errors import HvdError
+    from pipeline.train import finetune
+    from pipeline.train.seg_data import seg_collate
+
+    batches, loss = [], finetune.segmentation_loss
+
+    def collate(examples):
+        batches.append(seg_collate(examples)["tokens"])
+        return seg_collate(examples)
+
+    def nan_lovasz_at_step_2(logits, labels, lovasz=True):
+        parts = loss(logits, labels, lovasz)
+        if len(batches) == 2:
+            parts["lovasz"] = parts["lovasz"] * float("nan")
+        return parts
+
+    monkeypatch.setattr(finetune, "seg_collate", collate)
+    monkeypatch.setattr(finetune, "segmentation_loss", nan_lovasz_at_step_2)
+    config = _config(tiny_catalog, tmp_path / "run", run={"max_steps": 3, "checkpoint_every": 1}, data={"max_examples": 2, "batch_size": 1}, model={"width": 0.25})
+    with pytest.raises(HvdError) as error:
+        train(config, catalog=tiny_catalog)
+    assert str(error.value).startswith(f"step 2: non-finite loss lovasz=nan, total=nan on sample {batches[1][0]};"), str(error.value)
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["step"] == 1 and "keeps step 1" in str(error.value)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    # resuming from the kept checkpoint without the fault trains on to the end
+    monkeypatch.setattr(finetune, "segmentation_loss", loss)
+    assert train(config, catalog=tiny_catalog, resume=True)["steps"] == 3
+    assert hashlib.sha256(checkpoint.read_bytes()).hexdigest() != digest

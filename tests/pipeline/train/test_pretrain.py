@@ -41,7 +41,7 @@ def _initial_backbone(catalog, data: dict) -> dict:
 
 def _moved(initial: dict, run_dir: Path) -> float:
     """|backbone - initial| / |initial| over the backbone's parameters (not BatchNorm statistics)."""
-    trained = torch.load(run_dir / "checkpoint.pt", weights_only=False)["student"]
+    trained = torch.load(run_dir / "checkpoint.pt", weights_only=True)["student"]
     keys = [k for k in initial if initial[k].is_floating_point() and "running" not in k]
     moved = sum(float(((trained[f"backbone.{k}"] - initial[k]) ** 2).sum()) for k in keys) ** 0.5
     return moved / sum(float((initial[k] ** 2).sum()) for k in keys) ** 0.5
@@ -114,12 +114,12 @@ def test_killed_run_resumes_to_the_same_weights(tiny_stores, tmp_path):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert torch.load(killed_dir / "checkpoint.pt", weights_only=False)["step"] == 2
+    assert torch.load(killed_dir / "checkpoint.pt", weights_only=True)["step"] == 2
 
     resumed = _run(["train", "pretrain", "--config", str(config), "--out", str(killed_dir), "--resume"], env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
-    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)
-    b = torch.load(killed_dir / "checkpoint.pt", weights_only=False)
+    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
+    b = torch.load(killed_dir / "checkpoint.pt", weights_only=True)
     assert a["step"] == b["step"] == 4
     for part in ("student", "heads"):
         for key, value in a[part].items():
@@ -139,3 +139,46 @@ def test_two_torchrun_processes_end_with_identical_weights(tiny_stores, tmp_path
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["steps"] == 2 and len(summary["rank_checksums"]) == 2
     assert summary["rank_checksums"][0] == summary["rank_checksums"][1]
+
+
+def test_nan_loss_stops_pretraining_and_keeps_the_last_checkpoint(tiny_stores, tmp_path, monkeypatch):
+    """The depth loss turns NaN at step 2 (as an all-NaN teacher row would make it): the run stops
+    with an error naming the step, the term and the keyframe, and checkpoint.pt is byte for byte the
+    one written after step 1 (the failing step's weights are never saved)."""
+    import hashlib
+
+    import pytest
+
+    from pipeline.errors import HvdError
+    from pipeline.train import loop as loop_module
+    from pipeline.train.pretrain import PretrainNet
+
+    forward, tokens, saves = PretrainNet.forward, [], []
+
+    def nan_depth_from_step_2(self, batch, generator):
+        losses = forward(self, batch, generator)
+        tokens.append(batch["tokens"])
+        if len(tokens) == 2:
+            losses["depth"] = losses["depth"] * float("nan")
+        return losses
+
+    write = loop_module.save_checkpoint
+
+    def save(run_dir, state):
+        write(run_dir, state)
+        saves.append((state["step"], hashlib.sha256((run_dir / "checkpoint.pt").read_bytes()).hexdigest()))
+
+    monkeypatch.setattr(PretrainNet, "forward", nan_depth_from_step_2)
+    monkeypatch.setattr(loop_module, "save_checkpoint", save)
+    data = _config(tiny_stores, tmp_path / "run", max_steps=3, checkpoint_every=1)
+    data["model"] = {"student_width": 0.25, "bridge_channels": 64, "depth_channels": 32}  # the check is the loop's, not the network's
+    with pytest.raises(HvdError) as error:
+        train(pretrain_config.build(None, None, data), catalog=tiny_stores)
+    message = str(error.value)
+    assert message.startswith(f"step 2: non-finite loss depth=nan, total=nan on sample {tokens[1][0]};"), message
+    assert f"{tmp_path / 'run' / 'checkpoint.pt'} keeps step 1" in message
+    assert [step for step, _ in saves] == [1]
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    assert hashlib.sha256(checkpoint.read_bytes()).hexdigest() == saves[0][1]
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["step"] == 1 and all(torch.isfinite(v).all() for v in state["student"].values() if v.is_floating_point())
