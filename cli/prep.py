@@ -73,6 +73,7 @@ def _run(stages: list[str], catalog, source, workers: int, dask_address, batch_r
     from flows import progress
     from flows.config import DaskConfig, PrepConfig
     from flows.prep import prep
+    from pipeline.procs import reaper
     from pipeline.stages import Catalog
     from pipeline.store.runner import StageFailed
 
@@ -91,7 +92,9 @@ def _run(stages: list[str], catalog, source, workers: int, dask_address, batch_r
 
     start = time.monotonic()
     failure = None
-    with progress_bar("prep", "keyframe", parts=(6, "image")) as bar, progress.listening(update):
+    # the reaper: Prefect's temporary API server and the Dask processes must not outlive this
+    # command when it is killed (SIGKILL or SIGTERM run no code here to stop them)
+    with reaper(), progress_bar("prep", "keyframe", parts=(6, "image")) as bar, progress.listening(update):
         try:
             summaries = prep(config)
         except StageFailed as exc:

@@ -25,6 +25,7 @@ from prefect.exceptions import MissingContextError
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from pipeline.errors import HvdError
+from pipeline.procs import reaper
 from pipeline.train import pretrain_config
 
 
@@ -79,23 +80,26 @@ def torchrun_command(job: PretrainJob, config_path: Path) -> list[str]:
 
 def run_streaming(command: list[str], log: Callable[[str], None], env: dict | None = None, tail_lines: int = 40) -> None:
     """Run ``command``, passing each output line (stdout and stderr) to ``log``; raise
-    ``PretrainFailed`` with the last lines when it exits non-zero. Killed with the flow run."""
+    ``PretrainFailed`` with the last lines when it exits non-zero. Killed with the flow run: by the
+    ``finally`` below when the run is cancelled or crashes, by the reaper when the flow run's
+    process is killed outright (torchrun does not watch its parent: the trainers would run on)."""
     tail: deque[str] = deque(maxlen=tail_lines)
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip()
-            tail.append(line)
-            log(line)
-        code = proc.wait()
-    finally:
-        if proc.poll() is None:  # the flow run was cancelled or crashed: take the trainers down too
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with reaper():
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                line = line.rstrip()
+                tail.append(line)
+                log(line)
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:  # the flow run was cancelled or crashed: take the trainers down too
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
     if code != 0:
         raise PretrainFailed(f"{' '.join(command)} exited with status {code}; last output:\n" + "\n".join(tail))
 

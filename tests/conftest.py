@@ -149,3 +149,44 @@ def tiny_stores(tiny_root, tmp_path_factory):
         summary = run_local(catalog, name)
         assert summary.complete, summary.failed
     return catalog
+
+
+# --- processes a command leaves behind ---------------------------------------------------------------
+
+
+def descendants(pid: int) -> list:
+    """Every live descendant of process ``pid`` (``psutil.Process`` objects: each remembers its
+    creation time, so a re-used pid is never mistaken for it)."""
+    import psutil
+
+    return psutil.Process(pid).children(recursive=True)
+
+
+def still_running(procs: list, within: float = 5.0) -> list:
+    """Those of ``procs`` still running after up to ``within`` seconds (a zombie has ended: where
+    init does not reap orphans, their zombies linger)."""
+    import time
+
+    import psutil
+
+    def running(p) -> bool:
+        try:
+            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    deadline = time.monotonic() + within
+    while (procs := [p for p in procs if running(p)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return procs
+
+
+def kill_all(procs: list) -> None:
+    """SIGKILL whatever of ``procs`` is left (a failed test must not leave them either)."""
+    import psutil
+
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass

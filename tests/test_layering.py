@@ -19,7 +19,8 @@ PACKAGES = ("pipeline", "models")
 ORCHESTRATION = {"prefect", "prefect_dask", "dask", "distributed", "typer"}
 
 # Which layers each layer may import (docs/DESIGN.md): train -> stages -> store, data. ``base`` is
-# the package root and ``pipeline.errors``, which every layer raises.
+# the package root, ``pipeline.errors``, which every layer raises, and ``pipeline.procs`` (worker
+# processes that end with their parent), which any layer starting processes uses.
 MAY_IMPORT = {
     "base": {"base"},
     "data": {"base", "data"},
@@ -32,7 +33,7 @@ MAY_IMPORT = {
 
 
 def layer(module: str) -> str:
-    if module in ("pipeline", "pipeline.errors"):
+    if module in ("pipeline", "pipeline.errors", "pipeline.procs"):
         return "base"
     if module.split(".")[0] == "models":
         return "models"

@@ -211,18 +211,37 @@ def restore(codes: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.n
     return np.einsum("kc,...khw->...chw", components, codes, optimize=True) + mean[:, None, None]
 
 
+def pca_split(keyframes: int, pca_images: int) -> tuple[int, int]:
+    """(images the basis is fitted on, images measuring it) for a source of ``keyframes``: with at
+    least 2 * ``pca_images`` keyframes, ``pca_images`` each (one camera of a keyframe each); with
+    fewer, the distinct images of all cameras are drawn from, 2 * ``pca_images`` or as many as
+    there are, and the fit takes ``pca_images`` of them or all but one, so that at least one image
+    always measures the basis (a keyframe has six)."""
+    if keyframes < 1:
+        raise ValueError("no keyframes to fit the PCA basis on")
+    total = 2 * pca_images if keyframes >= 2 * pca_images else min(2 * pca_images, keyframes * N_CAMERAS)
+    fitted = min(pca_images, total - 1)
+    return fitted, total - fitted
+
+
 def _fit_pca(index, params: TeacherCacheParams, rng: np.random.Generator) -> dict:
-    """Basis from ``pca_images`` random images (a random subset of each one's feature vectors),
-    and its quality on as many other images: explained variance and reconstruction error."""
-    rows = rng.choice(len(index), size=min(len(index), 2 * params.pca_images), replace=len(index) < 2 * params.pca_images)
+    """Basis from the images of ``pca_split`` (a random subset of each one's feature vectors), and
+    its quality on the others: explained variance and reconstruction error. Deterministic in
+    ``rng``; with enough keyframes, 2 * ``pca_images`` random keyframes, one random camera each."""
+    fitted, held = pca_split(len(index), params.pca_images)
+    one_per_keyframe = len(index) >= 2 * params.pca_images
+    if one_per_keyframe:
+        rows = rng.choice(len(index), size=fitted + held, replace=False)
+    else:
+        images = rng.choice(len(index) * N_CAMERAS, size=fitted + held, replace=False)
     samples = []
-    for row in rows:
-        record = index.record(int(row))
-        cam = int(rng.integers(N_CAMERAS))
+    for i in range(fitted + held):
+        row, cam = (int(rows[i]), int(rng.integers(N_CAMERAS))) if one_per_keyframe else divmod(int(images[i]), N_CAMERAS)
+        record = index.record(row)
         feats = encode(params, load_image(record["cam_paths"][cam], params.input_size)[None])[0]
         vectors = feats.reshape(feats.shape[0], -1).T
         samples.append(vectors[rng.choice(len(vectors), size=min(len(vectors), 1024), replace=False)].astype(np.float64))
-    fit, held_out = np.concatenate(samples[: params.pca_images]), np.concatenate(samples[params.pca_images :])
+    fit, held_out = np.concatenate(samples[:fitted]), np.concatenate(samples[fitted:])
     mean = fit.mean(axis=0)
     cov = np.cov(fit - mean, rowvar=False)
     values, vectors = np.linalg.eigh(cov)
@@ -236,7 +255,23 @@ def _fit_pca(index, params: TeacherCacheParams, rng: np.random.Generator) -> dic
         "components": components.astype(np.float32),
         "explained_variance": float(values[order].sum() / values.sum()),
         "reconstruction_error": error,
+        "images": fitted,
+        "held_out_images": held,
     }
+
+
+def pca_note(stats: dict, params: TeacherCacheParams, keyframes: int) -> str:
+    """What the stage reports about its PCA basis (``stats``: the store's ``pca`` attributes)."""
+    note = (
+        f"PCA {params.encoder_channels} -> {params.pca_channels} channels: explained variance {stats['explained_variance']:.3f}, "
+        f"relative reconstruction error {stats['reconstruction_error']:.3f} on "
+    )
+    if "held_out_images" not in stats:  # a basis fitted before the counts were recorded
+        return note + "held-out images"
+    note += f"{stats['held_out_images']} held-out image(s), fitted on {stats['images']}"
+    if stats["images"] < params.pca_images:
+        note += f" (fewer than pca_images {params.pca_images}: {keyframes} keyframe(s) have {keyframes * N_CAMERAS} images)"
+    return note
 
 
 def prepare(store: RowStore, params: TeacherCacheParams, index) -> list[str]:
@@ -249,12 +284,8 @@ def prepare(store: RowStore, params: TeacherCacheParams, index) -> list[str]:
             pca = _fit_pca(index, params, np.random.default_rng(params.seed))
             store.write_shared("pca_mean", pca["mean"])
             store.write_shared("pca_components", pca["components"])
-            store.group.attrs["pca"] = {k: pca[k] for k in ("explained_variance", "reconstruction_error")} | {"images": params.pca_images}
-        stats = store.group.attrs["pca"]
-        notes.append(
-            f"PCA {params.encoder_channels} -> {params.pca_channels} channels: explained variance {stats['explained_variance']:.3f}, "
-            f"relative reconstruction error {stats['reconstruction_error']:.3f} on held-out images"
-        )
+            store.group.attrs["pca"] = {k: pca[k] for k in ("explained_variance", "reconstruction_error", "images", "held_out_images")}
+        notes.append(pca_note(store.group.attrs["pca"], params, len(index)))
     return notes
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ import numpy as np
 from pipeline import __version__
 from pipeline.data.source import CAMERAS
 from pipeline.errors import HvdError
+from pipeline.procs import worker_pool
 from pipeline.synth import layout, sensors, tables
 from pipeline.synth.presets import SynthPreset
 from pipeline.synth.render import ego_to_global, render_camera, render_lidar
@@ -96,6 +97,18 @@ def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+PARTIAL = re.compile(r"\..+\.\d+\.tmp")  # what _atomic_write leaves when its process is killed mid-write
+
+
+def _remove_partial_writes(out: Path, version: str) -> None:
+    """Delete the temporary files of a killed run (a killed worker dies wherever it is), so the
+    finished dataset holds exactly the files of an uninterrupted run."""
+    for name in (*GENERATED, version):
+        for path in (out / name).rglob(".*.tmp"):
+            if PARTIAL.fullmatch(path.name) and path.is_file():
+                path.unlink()
 
 
 def _encode(image, fmt: str, **kw) -> bytes:
@@ -216,6 +229,7 @@ def generate(
     identity = preset.identity(seed)
     if _check_out(out, identity, preset.n_scenes, force):
         return {**json.loads((out / MANIFEST).read_text()), "already_complete": True}
+    _remove_partial_writes(out, preset.version)
     _atomic_write(out / MANIFEST, _manifest(identity, preset.n_scenes, complete=False))
 
     world = build_world(preset, seed)
@@ -235,7 +249,7 @@ def generate(
             if on_progress:
                 on_progress(done, len(tasks))
     else:
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=get_context("spawn")) as pool:
+        with worker_pool(min(workers, len(todo))) as pool:  # its workers end with this process, even killed
             futures = [pool.submit(render_task, out, preset, seed, *key, tasks[key]) for key in todo]
             try:
                 for fut in as_completed(futures):

@@ -111,6 +111,35 @@ def test_run_streaming_passes_every_line_and_fails_with_the_tail():
         run_streaming([sys.executable, "-c", "print('a\\nb\\nboom'); raise SystemExit(3)"], lines.append, tail_lines=2)
 
 
+def test_the_training_command_ends_with_a_killed_flow_run():
+    """SIGKILL of the flow run's process (no ``finally`` runs): the command it streams ends too."""
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import descendants, kill_all, still_running
+
+    script = (
+        "import sys\n"
+        "from flows.pretrain import run_streaming\n"
+        "run_streaming([sys.executable, '-c', 'import time; print(\"training\", flush=True); time.sleep(120)'], lambda line: print(line, flush=True))\n"
+    )
+    flow_run = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, text=True)
+    procs = []
+    try:
+        assert flow_run.stdout.readline().strip() == "training"
+        procs = descendants(flow_run.pid)
+        assert len(procs) == 2  # the command and the reaper
+        time.sleep(1.0)  # the reaper lists the descendants every 0.25 s
+        flow_run.send_signal(signal.SIGKILL)
+        flow_run.wait()
+        left = still_running(procs, within=5.0)
+        assert not left, f"still running 5 s after the flow run was killed: {[p.cmdline() for p in left]}"
+    finally:
+        flow_run.kill()
+        kill_all(procs)
+
+
 def test_pretrain_flow_fails_when_the_training_processes_fail(tmp_path):
     """A real torchrun launch whose training command fails (no catalog): the flow raises with the
     trainer's own error message."""

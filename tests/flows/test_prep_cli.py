@@ -13,7 +13,7 @@ from pathlib import Path
 from pipeline.stages import Catalog
 from pipeline.store.runner import run_local
 from pipeline.store.stores import read_meta
-from tests.conftest import assert_same_stores, catalog_for
+from tests.conftest import assert_same_stores, catalog_for, descendants, kill_all, still_running
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ("superpixels", "correspondences", "depth_targets")
@@ -46,8 +46,14 @@ def test_killed_prep_all_resumes_to_the_same_stores(tiny_root, tiny_copy, tmp_pa
         assert proc.poll() is None, proc.stderr.read().decode()
         assert time.monotonic() < deadline, "no keyframe finished in time"
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)  # the job is killed: driver, Dask workers, Prefect server
-    proc.wait()
+    procs = descendants(proc.pid)  # Dask workers, Prefect's temporary server, the reaper
+    try:
+        os.kill(proc.pid, signal.SIGKILL)  # the driver alone: what it started must end by itself
+        proc.wait()
+        left = still_running(procs, within=5.0)
+        assert not left, f"still running 5 s after `hvd prep` was killed: {[p.cmdline() for p in left]}"
+    finally:
+        kill_all(procs)
     killed = [read_meta(catalog.artifact(n).path) for n in STAGES]
     assert not all(m is not None and m.complete for m in killed)
     assert 2 <= killed[0].rows_done < 8

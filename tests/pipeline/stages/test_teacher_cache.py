@@ -4,6 +4,8 @@ weights file are part of the fingerprint."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -85,6 +87,100 @@ def test_the_pca_basis_is_fitted_once(pca):
     again = plan(catalog, "teacher_cache")  # as a later run (e.g. after the dataset grew) would
     assert len(again.todo) == 0
     np.testing.assert_array_equal(RowStore.open(catalog.artifact("teacher_cache").path).read_shared("pca_components"), before)
+
+
+# --- the PCA's held-out images, when the source has few keyframes -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "keyframes, pca_images, split",
+    [
+        (64, 32, (32, 32)),  # enough keyframes: one camera of each of 64
+        (33, 32, (32, 32)),  # fewer: 64 of the 198 images
+        (8, 4, (4, 4)),
+        (8, 8, (8, 8)),  # keyframes == pca_images
+        (8, 32, (32, 16)),  # the tiny preset under the catalog's settings: 48 images
+        (2, 8, (8, 4)),
+        (1, 32, (5, 1)),  # six images: all but one fit, one measures
+    ],
+)
+def test_the_pca_always_keeps_an_image_out_of_its_fit(keyframes, pca_images, split):
+    assert teacher_cache.pca_split(keyframes, pca_images) == split
+
+
+def _fit_recording(index, params) -> tuple[dict, list[str]]:
+    """The PCA fit, and the image files it read, in order."""
+    read = []
+
+    def load(path, size):
+        read.append(str(path))
+        return load_image(path, size)
+
+    original = teacher_cache.load_image
+    teacher_cache.load_image = load
+    try:
+        return teacher_cache._fit_pca(index, params, np.random.default_rng(params.seed)), read
+    finally:
+        teacher_cache.load_image = original
+
+
+class _FirstKeyframes:
+    """The first ``n`` keyframes of an index (what the PCA fit reads of it)."""
+
+    def __init__(self, index, n: int):
+        self.index, self.n = index, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def record(self, row: int) -> dict:
+        assert 0 <= row < self.n
+        return self.index.record(row)
+
+
+# keyframes == pca_images; fewer keyframes than pca_images; fewer images than pca_images
+@pytest.mark.parametrize("keyframes, pca_images", [(8, 8), (8, 12), (1, 8)])
+def test_few_keyframes_fit_on_some_images_and_measure_on_others(tiny_root, tmp_path, keyframes, pca_images):
+    catalog = Catalog.load(catalog_for(tmp_path, tiny_root, stages=True))
+    index = _FirstKeyframes(ensure_index(catalog)[0], keyframes)
+    params = teacher_cache.TeacherCacheParams(input_size=(32, 56), pca_channels=8, pca_images=pca_images)
+    pca, read = _fit_recording(index, params)
+    fitted, held = teacher_cache.pca_split(keyframes, pca_images)
+    assert (pca["images"], pca["held_out_images"]) == (fitted, held) and held >= 1
+    assert len(read) == len(set(read)) == fitted + held  # distinct images: the measure is on unseen ones
+    assert 0.0 < pca["reconstruction_error"] < 1.0 and np.isfinite(pca["explained_variance"])
+    np.testing.assert_allclose(pca["components"] @ pca["components"].T, np.eye(8), atol=1e-4)
+    note = teacher_cache.pca_note(pca, params, keyframes)
+    assert f"on {held} held-out image(s), fitted on {fitted}" in note
+    assert ("fewer than pca_images" in note) == (fitted < pca_images)
+    if keyframes == 1:  # deterministic (the cheapest case to fit twice)
+        again, read_again = _fit_recording(index, params)
+        assert read_again == read and all(np.array_equal(pca[k], again[k]) for k in ("mean", "components"))
+
+
+@pytest.mark.slow
+def test_the_catalogs_tiny_settings_build_a_complete_cache(tiny_root, tmp_path):
+    """``hvd prep teacher-cache`` on the tiny preset with data_catalog.yaml's own settings for it
+    (the artifact's params, then source synth-tiny's): 8 keyframes, fewer than pca_images."""
+    import yaml
+
+    real = yaml.safe_load((Path(__file__).resolve().parents[3] / "data_catalog.yaml").read_text())
+    source = real["sources"]["synth-tiny"] | {"dataroot": str(tiny_root)}
+    spec = {"store_root": "stores", "default_source": "synth-tiny", "sources": {"synth-tiny": source}}
+    spec["artifacts"] = {"index": real["artifacts"]["index"], "teacher_cache": real["artifacts"]["teacher_cache"]}
+    (tmp_path / "catalog.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    catalog = Catalog.load(tmp_path / "catalog.yaml")
+    params = catalog.artifact("teacher_cache").params
+    assert params.pca_channels and params.pca_images > 8  # what made the PCA's held-out set empty
+    summary = run_local(catalog, "teacher_cache")
+    assert summary.complete and not summary.failed and summary.computed == 8
+    meta = read_meta(catalog.artifact("teacher_cache").path)
+    assert meta.complete and meta.rows_done == meta.rows_total == 8
+    store = RowStore.open(catalog.artifact("teacher_cache").path)
+    fitted, held = teacher_cache.pca_split(8, params.pca_images)
+    assert {k: store.group.attrs["pca"][k] for k in ("images", "held_out_images")} == {"images": fitted, "held_out_images": held}
+    assert store.array("features").shape[:3] == (8, 6, params.pca_channels)
+    assert any(f"{held} held-out image(s)" in note for note in summary.notes)
 
 
 def test_weights_file_content_is_part_of_the_fingerprint(tiny_root, tmp_path):

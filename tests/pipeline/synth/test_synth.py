@@ -22,7 +22,7 @@ from pipeline.data.source import CAMERAS
 from pipeline.errors import HvdError
 from pipeline.synth import PRESETS
 from pipeline.synth.generate import MANIFEST, MARKERS, generate
-from tests.conftest import tree_digest
+from tests.conftest import descendants, kill_all, still_running, tree_digest
 
 
 @pytest.fixture(scope="module")
@@ -274,6 +274,49 @@ def test_killed_run_resumes_to_identical_bytes(tiny_root, tmp_path):
     assert not json.loads((out / MANIFEST).read_text())["complete"]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[3])
     assert done.returncode == 0, done.stderr
+    assert tree_digest(out) == tree_digest(tiny_root)
+
+
+def test_killed_parallel_run_leaves_no_process_and_resumes_to_identical_bytes(tiny_root, tmp_path):
+    """SIGKILL of the command mid-run: its pool workers and the resource tracker end within 5 s,
+    whatever they were writing; a re-run finishes the dataset byte for byte."""
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "cli.main", "data", "synth", "--out", str(out), "--preset", "tiny", "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[3])
+    procs = []
+    try:
+        deadline = time.monotonic() + 120
+        while len([p for p in descendants(proc.pid) if "spawn_main" in " ".join(p.cmdline())]) < 2 or not list((out / MARKERS).glob("*.json")):
+            assert proc.poll() is None and time.monotonic() < deadline, "generation ended before it could be killed"
+            time.sleep(0.05)
+        procs = descendants(proc.pid)
+        proc.kill()
+        proc.wait()
+        left = still_running(procs, within=5.0)
+        assert not left, f"still running 5 s after `hvd data synth` was killed: {[p.cmdline() for p in left]}"
+    finally:
+        proc.kill()
+        kill_all(procs)
+    assert not json.loads((out / MANIFEST).read_text())["complete"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[3])
+    assert done.returncode == 0, done.stderr
+    assert tree_digest(out) == tree_digest(tiny_root)
+
+
+def test_a_resumed_run_removes_partial_writes(tiny_root, tmp_path):
+    """The temporary files of writes cut short by a kill are gone once the dataset is finished."""
+    out = tmp_path / "partial"
+    shutil.copytree(tiny_root, out)
+    manifest = json.loads((out / MANIFEST).read_text())
+    (out / MANIFEST).write_text(json.dumps({**manifest, "complete": False}))
+    marker = sorted((out / MARKERS).glob("*.json"))[-1]
+    marker.unlink()  # that keyframe is rendered again
+    image = next((out / "samples" / "CAM_FRONT").iterdir())
+    stale = [image.with_name(f".{image.name}.4242.tmp"), marker.with_name(f".{marker.name}.77.tmp"), out / "v1.0-mini" / ".scene.json.9.tmp"]
+    for path in stale:
+        path.write_bytes(b"cut short")
+    generate(out, PRESETS["tiny"], seed=0, workers=1)
+    assert not any(path.exists() for path in stale)
     assert tree_digest(out) == tree_digest(tiny_root)
 
 
