@@ -63,3 +63,23 @@ def test_verify_repair_resets_the_row_and_prep_recomputes_only_it(damaged, tiny_
     assert (summary.computed, summary.skipped, summary.complete) == (1, 7, True)
     assert_same_stores(catalog, tiny_stores, ["correspondences"])
     assert "correspondences: ok, 8 rows verified" in _invoke("verify", "--catalog", str(catalog.path)).output
+
+
+def test_a_store_error_from_a_dataloader_worker_prints_as_its_own_message() -> None:
+    """Training meets damaged rows in DataLoader workers; torch re-raises the StoreError with the
+    worker's traceback as its message. The CLI prints the store's message, not the traceback."""
+    from torch._utils import ExceptionWrapper
+
+    from cli.main import _message
+    from pipeline.errors import StoreError
+
+    message = "stores/x.zarr: row 3 (sample abc) of array features is damaged: undecodable chunk; run `hvd catalog verify --repair`"
+    try:
+        try:
+            raise StoreError(message)
+        except StoreError:
+            ExceptionWrapper(where="in DataLoader worker process 0").reraise()
+    except StoreError as wrapped:
+        assert "Original Traceback" in str(wrapped)
+        assert _message(wrapped) == f"{message} (raised in DataLoader worker process 0)"
+    assert _message(StoreError(message)) == message
