@@ -1,11 +1,12 @@
-"""``hvd catalog``: what the catalog names, what exists on disk for it, and why a store is stale."""
+"""``hvd catalog``: what the catalog names, what exists on disk for it, why a store is stale, and
+whether its bytes are still those that were written (``verify``)."""
 
 from __future__ import annotations
 
 import os
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -13,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli.options import CatalogOption, SourceOption
+from cli.progress import bar_updater, progress_bar
 from pipeline.errors import StoreError
 from pipeline.stages import PREP_STAGES, Catalog
 from pipeline.store.catalog import Artifact
@@ -56,6 +58,13 @@ def _location(path: str | Path) -> str:
         return str(Path(text).relative_to(Path.cwd()))
     except ValueError:
         return text
+
+
+def _console() -> Console:
+    console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(highlight=False, width=200)  # logs and pipes: keep table rows on one line
+    return console
 
 
 def _inspect(path: str, expected: str | None) -> tuple[str, StoreMeta | None, str | None]:
@@ -171,17 +180,19 @@ def show(
     Stores under the source's store directory that match no current fingerprint (built with other
     params, code or data) are listed below as [bold]other versions[/], so nothing on disk is hidden;
     delete them by hand when no longer needed.
+
+    [green]complete[/] means every row was written; it does not read the rows back. [bold]hvd catalog
+    verify[/] reads every row and checks it against the checksums recorded when it was written.
     """
     if all_sources and source is not None:
         raise typer.BadParameter("give either --source or --all-sources, not both")
     cat = Catalog.load(catalog)
     names = list(cat.spec.sources) if all_sources else [cat.source(source).name]
     resolved = {name: cat.artifacts(name) for name in names}  # catalog errors before any output
-    console = Console(highlight=False)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(highlight=False, width=200)  # logs and pipes: keep table rows on one line
+    console = _console()
     for name, artifacts in resolved.items():
         _show_source(console, cat, name, artifacts)
+    console.print("[dim]complete = every row written; `hvd catalog verify` reads them back and checks their checksums[/]")
 
 
 @app.command("fingerprint")
@@ -203,3 +214,112 @@ def fingerprint_cmd(
     typer.echo(f"hashes       {canonical_json(art.fingerprint_document())}")
     typer.echo(f"source       {art.source.fingerprint}")
     typer.echo(f"hashes       {canonical_json(art.source.fingerprint_document())}")
+
+
+def _prep_command(art: Artifact) -> str:
+    return f"hvd prep {art.stage.name.replace('_', '-')} --source {art.source.name}"
+
+
+def _print_report(console: Console, art: Artifact, report, shown: int = 50) -> None:
+    """One line per store, then its damaged rows (at most ``shown``) and unverifiable rows."""
+    where = escape(_location(art.path))
+    if report.fatal:
+        console.print(f"[red]{escape(art.name)}: unreadable[/] -> {where}\n  {escape(report.fatal)}")
+        return
+    unit = "rows" if art.stage.suffix != ".parquet" else "table rows"
+    if report.clean:
+        console.print(f"[green]{escape(art.name)}: ok[/], {report.checked} {unit} verified -> {where}")
+        return
+    rows = report.damaged_rows()
+    store_level = [f for f in report.damaged if f.row is None]
+    console.print(
+        f"[red]{escape(art.name)}: {len(rows)} damaged row(s)"
+        + (f", {len(store_level)} damaged store-level array(s)" if store_level else "")
+        + f"[/] of {report.checked} {unit} -> {where}"
+    )
+    if report.damaged:
+        table = Table(title_justify="left", show_edge=False)
+        for column in ("row", "sample token", "array", "reason"):
+            table.add_column(column)
+        for finding in report.damaged[:shown]:
+            row = "-" if finding.row is None else str(finding.row)
+            table.add_row(row, escape(finding.token or "-"), escape(finding.array), escape(finding.reason))
+        console.print(table)
+        if len(report.damaged) > shown:
+            console.print(f"  ... and {len(report.damaged) - shown} more")
+    if report.unverifiable:
+        from pipeline.store.rowstore import RowStore
+
+        tokens = RowStore.open(art.path).tokens()
+        examples = ", ".join(tokens[r] for r in report.unverifiable[:3])
+        console.print(
+            f"[yellow]  {len(report.unverifiable)} done row(s) have no checksum (written before checksums existed, e.g. sample "
+            f"{escape(examples)}): unverifiable; --repair resets them so `{_prep_command(art)}` recomputes them[/]"
+        )
+
+
+@app.command()
+def verify(
+    artifacts: Annotated[
+        Optional[list[str]], typer.Argument(help="Artifacts to check (default: every artifact of the source).", show_default=False)
+    ] = None,
+    catalog: CatalogOption = None,
+    source: SourceOption = None,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Mark damaged rows not done (their chunks deleted) so the next `hvd prep` recomputes only them.")
+    ] = False,
+) -> None:
+    """Read every row of every store back and check it against the checksums recorded when it
+    was written.
+
+    Reports each damaged row by store, row, sample token, array and reason: a [bold]missing[/]
+    chunk (zarr would read it as zeros), an [bold]undecodable[/] one (truncated or overwritten), a
+    [bold]checksum mismatch[/] (other bytes that still decode), a missing checksum record. Rows
+    written before checksums existed are [yellow]unverifiable[/]. The shared arrays (the teacher
+    cache's PCA basis) are checked likewise, and the sample index is read whole.
+
+    Exits 1 when anything is damaged or unverifiable. With [bold]--repair[/], damaged and
+    unverifiable rows are marked not done (their chunks deleted) and the store incomplete, so the
+    next [bold]hvd prep[/] recomputes just those rows; a damaged shared array is deleted with every
+    row of its store (refitted and recomputed); an unreadable index is deleted (rebuilt by the next
+    prep). A store whose token array or metadata is damaged cannot be repaired row by row: delete
+    it to rebuild.
+    """
+    from pipeline.store.stores import _kind
+    from pipeline.store.verify import repair_rows, repair_table, verify_rows, verify_table
+
+    cat = Catalog.load(catalog)
+    names = artifacts or [art.name for art in cat.artifacts(source)]
+    chosen = [cat.artifact(name, source) for name in names]  # catalog errors before any output
+    console = _console()
+    bad, to_prep = [], []
+    for art in chosen:
+        if _kind(art.path) is None:
+            console.print(f"[dim]{escape(art.name)}: not built, nothing to verify ({escape(_location(art.path))})[/]")
+            continue
+        if art.stage.suffix == ".parquet":
+            report = verify_table(art.path)
+        else:
+            with progress_bar("verify", "row") as bar:
+                report = verify_rows(art.path, on_progress=bar_updater(bar, art.name))
+        _print_report(console, art, report)
+        if report.clean:
+            continue
+        table = art.stage.suffix == ".parquet"  # an unreadable index is rebuilt; a row store's token array is not
+        if not repair or (report.fatal and not table):
+            bad.append(art)
+            continue
+        done = repair_table(report) if table else repair_rows(report)
+        console.print(f"  [bold]repaired[/]: {escape(done)}")
+        to_prep.append(art)
+    if to_prep:
+        stages = list(dict.fromkeys(a.stage.name.replace("_", "-") for a in to_prep if a.stage.suffix != ".parquet"))
+        command = stages[0] if len(stages) == 1 else "all" if stages else "index"
+        console.print(f"now run `hvd prep {command} --source {to_prep[0].source.name}` to recompute what was reset (only that is computed)")
+    if bad:
+        what = ", ".join(a.name for a in bad)
+        if repair:
+            console.print(f"[red]not repaired[/]: {escape(what)} (delete the store to rebuild it)")
+        else:
+            console.print(f"[red]damaged[/]: {escape(what)}: run `hvd catalog verify --repair --source {bad[0].source.name}`, then `hvd prep ...` as it says")
+        raise typer.Exit(1)

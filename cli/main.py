@@ -17,6 +17,18 @@ from pipeline.errors import HvdError
 stderr = Console(stderr=True)
 
 
+def _message(exc: HvdError) -> str:
+    """The error's own message. An error raised in a PyTorch DataLoader worker (a damaged store
+    row met by training) arrives re-raised by torch as the same type with the worker's whole
+    traceback as its message: keep what follows its last ``module.Type: `` line."""
+    text = str(exc)
+    if "\nOriginal Traceback" not in text:
+        return text
+    marker = f"\n{type(exc).__module__}.{type(exc).__qualname__}: "
+    where = text.split("\n", 1)[0].removeprefix(f"Caught {type(exc).__name__} ").rstrip(".")
+    return f"{text.rsplit(marker, 1)[-1].strip()} (raised {where})" if marker in text else text
+
+
 class _Group(TyperGroup):
     """Prints a ``HvdError`` as one plain line and exits with status 2.
 
@@ -29,7 +41,7 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except HvdError as exc:
-            stderr.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            stderr.print(f"[bold red]error:[/] {escape(_message(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
 

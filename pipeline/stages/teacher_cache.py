@@ -302,7 +302,7 @@ def compute(record: dict, params: TeacherCacheParams, inputs=None, store: RowSto
 def read(store: RowStore, row: int, cam: int, params: TeacherCacheParams, restore_channels: bool = False) -> np.ndarray:
     """(C, h, w) float32 cached features of one camera image of a store row; with
     ``restore_channels`` the PCA is undone to the encoder's ``encoder_channels``."""
-    stored = store.array("features")[row, cam]
+    stored = store.read_entry("features", row, cam)  # verified against the row's checksum
     features = _from_storage(stored, params.dtype)
     if params.pca_channels and restore_channels:
         features = restore(features, store.read_shared("pca_mean"), store.read_shared("pca_components"))

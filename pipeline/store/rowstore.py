@@ -9,15 +9,32 @@ Layout (N rows, in the order keyframes were first added; never reordered):
 - ``done`` (N,) int64, one chunk per row, written *last* by the worker that computed the row: 0 until
   then, afterwards a number derived from the index row's content hash, so a row whose inputs changed
   (same token, other files or calibration) reads as not done and is recomputed;
+- ``check`` (N, K) int64, one chunk per row, written before ``done``: for each output, what the
+  row's value was (its shape: D per-row dimensions; a ragged value fills only a prefix) and the
+  CRC-32 of its bytes in each of the B blocks of the row's first axis that one chunk holds (a
+  camera image, or 32768 pairings); -1 where nothing was recorded. Which columns hold what is the
+  ``layout`` of the ``hvd_checks`` attribute (an output that grows gets its new blocks' columns
+  appended, so rows already written keep theirs). One array for all outputs: a reader pays one
+  extra small chunk per row and store, however many arrays it reads;
 - the group ``shared``: store-level arrays that are not per row (e.g. a PCA basis), written by the
-  driver;
-- the ``hvd`` group attribute (``pipeline.store.stores.StoreMeta``), rewritten only by the driver.
+  driver, each with the CRC-32 of its bytes in its ``crc32`` attribute;
+- the ``hvd`` group attribute (``pipeline.store.stores.StoreMeta``), rewritten only by the driver,
+  and ``hvd_checks``: the check layout, and whether every done row has a checksum (false for a
+  store that holds rows written before checksums existed).
 
 Only the driver creates, resizes and commits; workers only write rows.
+
+Disk is not trusted: every read of a row (``read``, ``read_entry``) verifies the blocks it reads
+against the row's checksums, so a damaged, truncated or deleted chunk (which zarr would read as the
+fill value) raises a ``StoreError`` naming the store, array, row and sample token instead of
+training on garbage. Verification reads only the blocks a read needs (plus the row's small
+``check`` chunk, kept for the last row read). ``pipeline.store.verify`` checks every row of a store and
+marks damaged rows not done, so the next ``hvd prep`` recomputes just those.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +42,9 @@ import numpy as np
 from pipeline.errors import StoreError
 from pipeline.store.stores import META_KEY, StoreMeta, write_zarr_meta
 
-TOKEN, DONE, SHARED = "token", "done", "shared"
+TOKEN, DONE, SHARED, CHECK = "token", "done", "shared", "check"
+CHECKS_KEY, CRC_KEY = "hvd_checks", "crc32"
+UNRECORDED = -1  # fill value of the check array: nothing recorded for this row (or block)
 
 
 @dataclass(frozen=True)
@@ -44,6 +63,45 @@ def done_value(row_hash: str) -> int:
     return int(row_hash[:15], 16) + 1
 
 
+def crc(data: np.ndarray) -> int:
+    """CRC-32 of an array's bytes in C order (zlib's: always available, 3 GB/s, deterministic)."""
+    return zlib.crc32(np.ascontiguousarray(data))
+
+
+def blocks(array) -> tuple[int, int]:
+    """(entries of the row's first axis per block, blocks per row) of a per-row array: a block is
+    what one chunk holds along that axis; a per-row scalar is one block."""
+    if array.ndim == 1:
+        return 1, 1
+    size = array.chunks[1]
+    return size, -(-array.shape[1] // size)
+
+
+def row_check(value: np.ndarray, array) -> np.ndarray:
+    """What ``write`` records for ``value`` (already of ``array``'s dtype): its shape, then the
+    CRC-32 of each block it fills (-1 for the others)."""
+    size, n_blocks = blocks(array)
+    check = np.full(value.ndim + n_blocks, UNRECORDED, dtype=np.int64)
+    check[: value.ndim] = value.shape
+    sums = [crc(value)] if value.ndim == 0 else [crc(value[k : k + size]) for k in range(0, len(value), size)]
+    check[value.ndim : value.ndim + len(sums)] = sums
+    return check
+
+
+class Damage(Exception):
+    """A row (or shared array) whose stored bytes are missing, undecodable or differ from what was
+    written; ``reason`` says which. ``RowStore`` turns it into a ``StoreError`` for readers, and
+    ``pipeline.store.verify`` collects it."""
+
+    def __init__(self, name: str, row: int | None, reason: str) -> None:
+        super().__init__(reason)
+        self.name, self.row, self.reason = name, row, reason
+
+
+class Unverifiable(Exception):
+    """A row marked done that has no checksum: written before checksums existed."""
+
+
 def _open_group(path: str, mode: str):
     """The zarr group at a local path or an fsspec URL (``s3://``, ``gs://``, ``file://``: fsspec's
     local filesystem creates the folders a chunk needs only when asked to)."""
@@ -59,16 +117,32 @@ def _codecs():
     return [BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")]
 
 
+def _get(array, selection, name: str, row: int | None):
+    """``array[selection]``, a chunk that cannot be decoded raised as ``Damage`` (the codecs raise
+    RuntimeError, ValueError and others; a wrong selection is a bug and stays an IndexError)."""
+    try:
+        return array[selection]
+    except (IndexError, TypeError):
+        raise
+    except Exception as exc:
+        raise Damage(name, row, f"undecodable chunk ({type(exc).__name__}: {exc})") from exc
+
+
 class RowStore:
     def __init__(self, path: str, group) -> None:
         self.path = path
         self.group = group
         self._rows: dict[str, int] | None = None
         self._arrays: dict = {}  # array handles: looking one up reads its metadata
+        self._check_row: tuple[int, np.ndarray] | None = None  # (row, its check) of the last row read
+        self._checks_layout: dict | None = None
 
     def array(self, name: str):
         if name not in self._arrays:
-            self._arrays[name] = self.group[name]
+            try:
+                self._arrays[name] = self.group[name]
+            except Exception as exc:  # its zarr.json deleted or damaged
+                raise StoreError(f"{self.path}: the array {name} cannot be opened ({type(exc).__name__}: {exc}); delete the store to rebuild it") from exc
         return self._arrays[name]
 
     # --- driver side ---------------------------------------------------------------------------------
@@ -76,7 +150,9 @@ class RowStore:
     @classmethod
     def open_or_create(cls, path: str, meta: StoreMeta, specs: dict[str, ArraySpec]) -> RowStore:
         """Open the store of this fingerprint, creating it (and its arrays) if needed, and growing
-        any per-row dimension that ``specs`` now asks to be larger."""
+        any per-row dimension that ``specs`` now asks to be larger. A store written before
+        checksums existed gets its check array here, and ``every_done_row`` false: its done rows
+        have none (``hvd catalog verify`` reports them)."""
         try:
             group = _open_group(path, mode="a")
         except Exception as exc:
@@ -97,28 +173,104 @@ class RowStore:
                 group.create_array(
                     name, shape=(n, *spec.shape), chunks=(1, *chunk), dtype=spec.dtype, fill_value=spec.fill, compressors=_codecs()
                 )
-                continue
-            array = group[name]
-            if str(array.dtype) != np.dtype(spec.dtype).name or array.ndim != len(spec.shape) + 1:
-                raise StoreError(f"{path}/{name} is {array.dtype} {array.shape[1:]}, expected {spec.dtype} {spec.shape}: delete it to rebuild")
-            grown = tuple(max(a, b) for a, b in zip(array.shape[1:], spec.shape))
-            if grown != array.shape[1:]:
-                array.resize((array.shape[0], *grown))
+            else:
+                array = group[name]
+                if str(array.dtype) != np.dtype(spec.dtype).name or array.ndim != len(spec.shape) + 1:
+                    raise StoreError(f"{path}/{name} is {array.dtype} {array.shape[1:]}, expected {spec.dtype} {spec.shape}: delete it to rebuild")
+                grown = tuple(max(a, b) for a, b in zip(array.shape[1:], spec.shape))
+                if grown != array.shape[1:]:
+                    array.resize((array.shape[0], *grown))
+        store._require_checks()
         return store
+
+    def _require_checks(self) -> None:
+        """Give every output its columns in the check array (created, or widened after an output
+        grew: its new blocks' columns are appended, so the rows already written keep theirs)."""
+        found = self.group.attrs.get(CHECKS_KEY)
+        if found is None:  # a new store, or one from before checksums
+            found = {"every_done_row": not self.done().any(), "layout": {}}
+        layout = {name: dict(entry) for name, entry in found.get("layout", {}).items()}
+        width = self.group[CHECK].shape[1] if CHECK in self.group else 0
+        for name in self.outputs():
+            array = self.group[name]
+            n_blocks = blocks(array)[1]
+            if name not in layout:
+                layout[name] = {"dims": array.ndim - 1, "extent": width, "sums": [[width + array.ndim - 1, n_blocks]]}
+                width += array.ndim - 1 + n_blocks
+            have = sum(n for _, n in layout[name]["sums"])
+            if n_blocks > have:
+                layout[name]["sums"] = [*layout[name]["sums"], [width, n_blocks - have]]
+                width += n_blocks - have
+        if CHECK not in self.group:
+            self.group.create_array(CHECK, shape=(self.rows, width), chunks=(1, width), dtype="int64", fill_value=UNRECORDED)
+        elif self.group[CHECK].shape[1] < width:
+            self.group[CHECK].resize((self.group[CHECK].shape[0], width))
+        if found.get("layout") != layout or CHECKS_KEY not in self.group.attrs:
+            self.group.attrs[CHECKS_KEY] = {"every_done_row": found["every_done_row"], "layout": layout}
+
+    def check_layout(self) -> dict | None:
+        """The check layout (None: a store written before checksums, opened read-only)."""
+        if self._checks_layout is None:
+            found = self.group.attrs.get(CHECKS_KEY)
+            self._checks_layout = found["layout"] if found and CHECK in self.group else {}
+        return self._checks_layout or None
+
+    def recorded(self, name: str, row: int) -> np.ndarray | None:
+        """What ``write`` recorded for a row of output ``name`` (its shape, then its block sums,
+        -1 where nothing was); None for a store without checksums."""
+        if self.check_layout() is None:
+            return None
+        return self._segment(np.asarray(_get(self.array(CHECK), row, CHECK, row)), name)
+
+    def _segment(self, vector: np.ndarray, name: str) -> np.ndarray:
+        """Output ``name``'s part of a row of the check array: its extent, then its block sums."""
+        entry = self.check_layout()[name]
+        parts = [vector[entry["extent"] : entry["extent"] + entry["dims"]]] + [vector[a : a + n] for a, n in entry["sums"]]
+        return np.concatenate(parts)
+
+    def _put_segment(self, vector: np.ndarray, name: str, check: np.ndarray) -> None:
+        entry = self.check_layout()[name]
+        vector[entry["extent"] : entry["extent"] + entry["dims"]] = check[: entry["dims"]]
+        k = entry["dims"]
+        for a, n in entry["sums"]:
+            vector[a : a + n] = check[k : k + n]
+            k += n
 
     @classmethod
     def open(cls, path: str, mode: str = "r") -> RowStore:
-        return cls(path, _open_group(path, mode))
+        try:
+            return cls(path, _open_group(path, mode))
+        except Exception as exc:
+            raise StoreError(f"cannot open the store at {path} ({type(exc).__name__}: {exc}); delete it to rebuild") from exc
 
     @property
     def rows(self) -> int:
         return self.group[TOKEN].shape[0] if TOKEN in self.group else 0
 
     def tokens(self) -> list[str]:
-        return list(self.group[TOKEN][:]) if self.rows else []
+        if not self.rows:
+            return []
+        try:
+            return list(self.group[TOKEN][:])
+        except Exception as exc:
+            raise StoreError(f"{self.path}: the token array cannot be read ({type(exc).__name__}: {exc}); delete the store to rebuild it") from exc
 
     def done(self) -> np.ndarray:
-        return self.group[DONE][:] if self.rows else np.zeros(0, dtype=np.int64)
+        """The done value of every row; a row whose flag cannot be decoded reads as not done."""
+        if not self.rows:
+            return np.zeros(0, dtype=np.int64)
+        try:
+            return self.group[DONE][:]
+        except Exception:
+            return np.array([self._done_of(row) for row in range(self.rows)], dtype=np.int64)
+
+    def _done_of(self, row: int) -> int:
+        try:
+            return int(self.array(DONE)[row])
+        except (IndexError, TypeError):
+            raise
+        except Exception:
+            return 0
 
     def assign(self, tokens: list[str]) -> np.ndarray:
         """Store rows of ``tokens``, appending rows for tokens the store has not seen."""
@@ -142,39 +294,184 @@ class RowStore:
     def commit(self, meta: StoreMeta) -> None:
         write_zarr_meta(self.group, meta)
 
+    def outputs(self) -> list[str]:
+        """The per-row output arrays (neither the bookkeeping nor the check arrays)."""
+        return sorted(n for n in self.group.array_keys() if n not in (TOKEN, DONE, CHECK))
+
+    def clear(self, rows) -> None:
+        """Driver side (``hvd catalog verify --repair``): reset ``rows`` to never written -- not
+        done, every chunk of every output and check deleted (a row of fill values stores no chunk),
+        so the next run recomputes them exactly as a first run would, without reading a damaged
+        chunk (a partial write of a chunk reads it first)."""
+        for name in [*self.outputs(), *([CHECK] if CHECK in self.group else [])]:
+            array = self.array(name)
+            for row in rows:
+                array[row] = np.full(array.shape[1:], array.fill_value, dtype=array.dtype)
+        for row in rows:
+            self.array(DONE)[row] = 0
+        self._check_row = None
+
     # --- worker side -----------------------------------------------------------------------------
 
     def write(self, row: int, values: dict[str, np.ndarray], row_hash: str) -> None:
-        """Write one row's arrays, then mark it done (a row killed half-way stays not done).
-        Ragged values fill a prefix of the row: only the chunks they touch are written."""
+        """Write one row's arrays and their checksums, then mark it done (a row killed half-way
+        stays not done). Ragged values fill a prefix of the row: only the chunks they touch are
+        written, and the check records the prefix's shape. Values for only some outputs (an edit)
+        keep the others' checks."""
+        if self.check_layout() is None:
+            raise StoreError(f"{self.path} has no check array: open it with RowStore.open_or_create (hvd prep) before writing rows")
+        check = self.array(CHECK)
+        if set(values) >= set(self.check_layout()):
+            vector = np.full(check.shape[1], UNRECORDED, dtype=np.int64)
+        else:
+            vector = np.array(_get(check, row, CHECK, row), dtype=np.int64)
         for name, value in values.items():
             array = self.array(name)
+            value = np.asarray(value, dtype=array.dtype)
             if value.shape == array.shape[1:]:
                 array[row] = value
             elif len(value):
                 array[(row, *(slice(0, n) for n in value.shape))] = value
+            self._put_segment(vector, name, row_check(value, array))
+        check[row] = vector
+        self._check_row = None
         self.array(DONE)[row] = done_value(row_hash)
 
     # --- readers ---------------------------------------------------------------------------------
 
     def read(self, name: str, row: int, length: int | None = None) -> np.ndarray:
-        """A row of an array, or its first ``length`` entries (only those chunks are read)."""
+        """A row of an array, or its first ``length`` entries (only those chunks are read),
+        verified against the row's checksums."""
+        try:
+            return self.read_checked(name, row, 0, length)
+        except Damage as damage:
+            raise self.damage_error(damage) from damage
+
+    def read_entry(self, name: str, row: int, entry: int) -> np.ndarray:
+        """Entry ``entry`` of a row's first axis (e.g. one camera's image), verified."""
+        try:
+            return self.read_checked(name, row, entry, entry + 1)[0]
+        except Damage as damage:
+            raise self.damage_error(damage) from damage
+
+    def read_checked(self, name: str, row: int, start: int = 0, stop: int | None = None, *, strict: bool = False) -> np.ndarray:
+        """Entries ``start:stop`` of a row (the whole row for a per-row scalar), every block they
+        overlap verified: the read widens to whole blocks, which costs no I/O (a chunk is read
+        whole anyway). Raises ``Damage``; a done row without checksum (an old store) is read
+        unverified, or raises ``Unverifiable`` when ``strict``."""
         array = self.array(name)
-        return array[row] if length is None else array[row, :length]
+        check = self._check(name, row, strict)
+        if check is None:
+            return _get(array, row if array.ndim == 1 else (row, slice(start, stop)), name, row)
+        if array.ndim == 1:
+            value = _get(array, row, name, row)
+            if crc(value) != check[0]:
+                raise Damage(name, row, self._mismatch(array, value, "the value"))
+            return value
+        dims = array.ndim - 1
+        extent, sums = check[:dims], check[dims:]
+        size, _ = blocks(array)
+        written = int(extent[0])
+        stop = array.shape[1] if stop is None else min(stop, array.shape[1])
+        first, last = start // size, min(-(-stop // size), -(-written // size))
+        lo = min(start, first * size)
+        hi = max(stop, min(written, last * size))
+        data = _get(array, (row, slice(lo, hi)), name, row)
+        for k in range(first, last):
+            a, b = k * size, min((k + 1) * size, written)
+            part = data[(slice(a - lo, b - lo), *(slice(0, int(e)) for e in extent[1:]))]
+            if crc(part) != sums[k]:
+                raise Damage(name, row, self._mismatch(array, part, f"entries {a}:{b} of the row (its chunk {k})"))
+        return data[start - lo : stop - lo]
+
+    def verify_row(self, name: str, row: int) -> None:
+        """Read and verify all that was written to a row of ``name``: ``Damage`` if anything
+        differs, ``Unverifiable`` if the row has no checksum (``hvd catalog verify``)."""
+        check = self._check(name, row, strict=True)
+        self.read_checked(name, row, 0, None if self.array(name).ndim == 1 else int(check[0]), strict=True)
+
+    def _check(self, name: str, row: int, strict: bool) -> np.ndarray | None:
+        """The row's check of output ``name``; None when it has none to verify against."""
+        if self.check_layout() is None:  # a store from before checksums, opened read-only
+            if strict:
+                raise Unverifiable()
+            return None
+        if self._check_row is None or self._check_row[0] != row:
+            self._check_row = (row, _get(self.array(CHECK), row, CHECK, row))
+        check = self._segment(self._check_row[1], name)
+        if check[0] == UNRECORDED:
+            if self._done_of(row) == 0:
+                raise Damage(name, row, "the row is not computed (done is 0)")
+            if self.group.attrs.get(CHECKS_KEY, {}).get("every_done_row", False):
+                raise Damage(name, row, "its checksum record is missing (the row's chunk of the check array was deleted?)")
+            if strict:
+                raise Unverifiable()
+            return None
+        return check
+
+    @staticmethod
+    def _mismatch(array, part: np.ndarray, what: str) -> str:
+        fill = np.asarray(array.fill_value, dtype=array.dtype)
+        if part.size and (part == fill).all():
+            return f"{what} read as the fill value but were written otherwise: its chunk is missing"
+        return f"checksum mismatch in {what}: the chunk was overwritten or corrupted"
+
+    def token_of(self, row: int | None) -> str:
+        """The sample token of a row, or "?" if it cannot be read."""
+        try:
+            return str(self.array(TOKEN)[row])
+        except Exception:
+            return "?"
+
+    def repair_hint(self) -> str:
+        """What to run to repair this store: verify, then the prep command of its stage."""
+        meta = self.group.attrs.get(META_KEY) or {}
+        source = f" --source {meta['source']}" if meta.get("source") else ""
+        stage = str(meta.get("stage", "all")).replace("_", "-")
+        return f"run `hvd catalog verify --repair{source}` to mark the damaged rows not done, then `hvd prep {stage}{source}` to recompute them"
+
+    def damage_error(self, damage: Damage) -> StoreError:
+        """The ``StoreError`` a reader gets: store, array, row, sample token, reason, what to do."""
+        if damage.row is None:
+            where = f"the store-level array {damage.name}"
+        else:
+            where = f"row {damage.row} (sample {self.token_of(damage.row)}) of array {damage.name}"
+        return StoreError(f"{self.path}: {where} is damaged: {damage.reason}; {self.repair_hint()}")
 
     def has_shared(self, name: str) -> bool:
         return SHARED in self.group and name in self.group[SHARED]
 
     def write_shared(self, name: str, data: np.ndarray) -> None:
-        """A store-level array (driver side, before any row is computed)."""
-        self.group.require_group(SHARED).create_array(name, data=data, overwrite=True)
+        """A store-level array (driver side, before any row is computed), with its CRC-32."""
+        array = self.group.require_group(SHARED).create_array(name, data=data, overwrite=True)
+        array.attrs[CRC_KEY] = crc(np.asarray(data, dtype=array.dtype))
 
     def read_shared(self, name: str) -> np.ndarray:
-        """A store-level array, read once per process."""
+        """A store-level array, read and verified once per process."""
         key = f"{SHARED}/{name}"
         if key not in self._arrays:
-            self._arrays[key] = self.group[SHARED][name][:]
+            try:
+                self._arrays[key] = self.read_shared_checked(name)
+            except Damage as damage:
+                raise self.damage_error(damage) from damage
         return self._arrays[key]
+
+    def read_shared_checked(self, name: str, *, strict: bool = False) -> np.ndarray:
+        """A store-level array verified against its ``crc32`` attribute (``Damage`` if it differs
+        or is missing; unverified without one unless ``strict``)."""
+        key = f"{SHARED}/{name}"
+        try:
+            array = self.group[SHARED][name]
+        except KeyError:
+            raise Damage(key, None, "it is missing") from None
+        data = _get(array, ..., key, None)
+        expected = array.attrs.get(CRC_KEY)
+        if expected is None:
+            if strict:
+                raise Unverifiable()
+        elif crc(data) != expected:
+            raise Damage(key, None, self._mismatch(array, data, "its values"))
+        return data
 
     def row_of(self, token: str) -> int | None:
         """The store row of a sample token, None if the store has never seen it."""
@@ -183,5 +480,6 @@ class RowStore:
         return self._rows.get(token)
 
     def is_done(self, row: int, row_hash: str) -> bool:
-        """Whether ``row`` was computed from the index row content with hash ``row_hash``."""
-        return int(self.array(DONE)[row]) == done_value(row_hash)
+        """Whether ``row`` was computed from the index row content with hash ``row_hash`` (a done
+        flag that cannot be decoded reads as not done)."""
+        return self._done_of(row) == done_value(row_hash)

@@ -105,7 +105,10 @@ def _zarr_meta(path: str) -> dict[str, Any]:
     meta = dict(attrs)
     done = group.get("done")
     if isinstance(done, zarr.Array) and done.ndim == 1:
-        meta["rows_done"] = int(np.count_nonzero(done[:]))
+        try:
+            meta["rows_done"] = int(np.count_nonzero(done[:]))
+        except Exception:  # a damaged done flag: that row is recomputed, the store is not complete
+            meta["complete"] = False
     return meta
 
 

@@ -106,25 +106,29 @@ def test_depth_targets_come_from_the_store(tiny_root, tiny_stores, tmp_path):
     """Editing a stored depth moves the dataset's target at exactly that point's cell; dropping
     a camera's points empties its targets; restoring the store restores the targets."""
     catalog = _copy_of_the_stores(tiny_root, tiny_stores, tmp_path)
-    before = PretrainDataset(open_stores(catalog), VALIDATION)[0]
+    stores = open_stores(catalog)
+    before = PretrainDataset(stores, VALIDATION)[0]
     store = RowStore.open(catalog.artifact("depth_targets").path, mode="r+")
     row = store.row_of(before["token"])
-    saved = {name: store.read(name, row).copy() for name in ("uvd", "counts")}
+    row_hash = stores.index.record(list(stores.index.tokens).index(before["token"]))["row_hash"]
+    counts = store.read("counts", row)
+    saved = {"uvd": store.read("uvd", row, int(counts.sum())).copy(), "counts": counts.copy()}
     c, j = 2, 7
     uv_aug = augment.apply_image_matrix(before["img_aug"][c], saved["uvd"][sum(saved["counts"][:c]) + j, :2].astype(np.float64))
     col, cell_row = np.floor((uv_aug + 0.5) / 4).astype(int)
     nearer = np.float32(0.5 * before["depth_target"][c][cell_row, col])
-    store.array("uvd")[row, sum(saved["counts"][:c]) + j, 2] = nearer
+    uvd = saved["uvd"].copy()
+    uvd[sum(saved["counts"][:c]) + j, 2] = nearer
+    store.write(row, {"uvd": uvd}, row_hash)  # edits go through write: the row's checksums follow them
     edited = PretrainDataset(open_stores(catalog), VALIDATION)[0]["depth_target"]
     assert edited[c][cell_row, col] == nearer
     changed = edited != before["depth_target"]
     assert changed.sum() == 1 and changed[c, cell_row, col]
-    store.array("counts")[row, 5] = 0  # the last camera's points: the others' stay in place
+    store.write(row, {"counts": np.array([*saved["counts"][:5], 0], dtype=np.int32)}, row_hash)  # the last camera's points: the others' stay in place
     dropped = PretrainDataset(open_stores(catalog), VALIDATION)[0]["depth_target"]
     assert (dropped[5] == 0).all() and (before["depth_target"][5] > 0).any()
     np.testing.assert_array_equal(dropped[:5], edited[:5])
-    for name, value in saved.items():
-        store.array(name)[row] = value
+    store.write(row, saved, row_hash)
     np.testing.assert_array_equal(PretrainDataset(open_stores(catalog), VALIDATION)[0]["depth_target"], before["depth_target"])
 
 
