@@ -455,11 +455,11 @@ def _write(table, path: str) -> None:
     if _is_url(path):
         fs, inner = _url_fs(path)
         fs.makedirs(fs._parent(inner), exist_ok=True)
-        pq.write_table(table, inner, filesystem=fs)
+        pq.write_table(table, inner, filesystem=fs, write_page_checksum=True)
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
-    pq.write_table(table, tmp)
+    pq.write_table(table, tmp, write_page_checksum=True)  # so `hvd catalog verify` can check the pages
     os.replace(tmp, path)
 
 
