@@ -190,3 +190,13 @@ def kill_all(procs: list) -> None:
             p.kill()
         except psutil.Error:
             pass
+
+
+def kill_leaves_nothing(proc, procs: list, what: str, sig: int = 9) -> None:
+    """Send ``proc`` (a ``subprocess.Popen``) ``sig`` (SIGKILL by default), wait for it, and assert
+    that none of ``procs`` (its descendants, listed before) is running 5 s later."""
+    proc.send_signal(sig)
+    proc.wait(10)
+    left = still_running(procs, within=5.0)
+    assert not left, f"still running 5 s after {what} was killed: {[p.cmdline() for p in left]}"
+

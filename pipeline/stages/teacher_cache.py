@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 from pipeline.data.sensor_data import load_image
+from pipeline.errors import StoreError
 from pipeline.store.rowstore import ArraySpec, RowStore
 from pipeline.store.stage import StageInfo
 
@@ -228,16 +229,19 @@ def _fit_pca(index, params: TeacherCacheParams, rng: np.random.Generator) -> dic
     """Basis from the images of ``pca_split`` (a random subset of each one's feature vectors), and
     its quality on the others: explained variance and reconstruction error. Deterministic in
     ``rng``; with enough keyframes, 2 * ``pca_images`` random keyframes, one random camera each."""
-    fitted, held = pca_split(len(index), params.pca_images)
-    one_per_keyframe = len(index) >= 2 * params.pca_images
+    eligible = np.flatnonzero(np.asarray(index.column("problem")) == "")  # never a keyframe the index refused
+    if not len(eligible):
+        raise StoreError(f"every keyframe of {getattr(index, 'path', 'the index')} is refused by the index: no image to fit the PCA basis on (`hvd prep index` lists why)")
+    fitted, held = pca_split(len(eligible), params.pca_images)
+    one_per_keyframe = len(eligible) >= 2 * params.pca_images
     if one_per_keyframe:
-        rows = rng.choice(len(index), size=fitted + held, replace=False)
+        rows = rng.choice(len(eligible), size=fitted + held, replace=False)
     else:
-        images = rng.choice(len(index) * N_CAMERAS, size=fitted + held, replace=False)
+        images = rng.choice(len(eligible) * N_CAMERAS, size=fitted + held, replace=False)
     samples = []
     for i in range(fitted + held):
         row, cam = (int(rows[i]), int(rng.integers(N_CAMERAS))) if one_per_keyframe else divmod(int(images[i]), N_CAMERAS)
-        record = index.record(row)
+        record = index.record(int(eligible[row]))
         feats = encode(params, load_image(record["cam_paths"][cam], params.input_size)[None])[0]
         vectors = feats.reshape(feats.shape[0], -1).T
         samples.append(vectors[rng.choice(len(vectors), size=min(len(vectors), 1024), replace=False)].astype(np.float64))

@@ -113,11 +113,10 @@ def test_run_streaming_passes_every_line_and_fails_with_the_tail():
 
 def test_the_training_command_ends_with_a_killed_flow_run():
     """SIGKILL of the flow run's process (no ``finally`` runs): the command it streams ends too."""
-    import signal
     import subprocess
     import time
 
-    from tests.conftest import descendants, kill_all, still_running
+    from tests.conftest import descendants, kill_all, kill_leaves_nothing
 
     script = (
         "import sys\n"
@@ -131,10 +130,7 @@ def test_the_training_command_ends_with_a_killed_flow_run():
         procs = descendants(flow_run.pid)
         assert len(procs) == 2  # the command and the reaper
         time.sleep(1.0)  # the reaper lists the descendants every 0.25 s
-        flow_run.send_signal(signal.SIGKILL)
-        flow_run.wait()
-        left = still_running(procs, within=5.0)
-        assert not left, f"still running 5 s after the flow run was killed: {[p.cmdline() for p in left]}"
+        kill_leaves_nothing(flow_run, procs, "the flow run")
     finally:
         flow_run.kill()
         kill_all(procs)

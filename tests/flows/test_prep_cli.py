@@ -4,7 +4,6 @@ killed mid-run and resumed, and failing on a bad file without losing the other k
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 from pipeline.stages import Catalog
 from pipeline.store.runner import run_local
 from pipeline.store.stores import read_meta
-from tests.conftest import assert_same_stores, catalog_for, descendants, kill_all, still_running
+from tests.conftest import assert_same_stores, catalog_for, descendants, kill_all, kill_leaves_nothing
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ("superpixels", "correspondences", "depth_targets")
@@ -48,10 +47,7 @@ def test_killed_prep_all_resumes_to_the_same_stores(tiny_root, tiny_copy, tmp_pa
         time.sleep(0.02)
     procs = descendants(proc.pid)  # Dask workers, Prefect's temporary server, the reaper
     try:
-        os.kill(proc.pid, signal.SIGKILL)  # the driver alone: what it started must end by itself
-        proc.wait()
-        left = still_running(procs, within=5.0)
-        assert not left, f"still running 5 s after `hvd prep` was killed: {[p.cmdline() for p in left]}"
+        kill_leaves_nothing(proc, procs, "`hvd prep`")  # the driver alone: what it started must end by itself
     finally:
         kill_all(procs)
     killed = [read_meta(catalog.artifact(n).path) for n in STAGES]

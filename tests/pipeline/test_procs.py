@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import descendants, kill_all, still_running
+from tests.conftest import descendants, kill_all, kill_leaves_nothing
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,10 +54,8 @@ def test_pool_workers_end_with_their_killed_parent(sig):
         _wait_for(workers_watching, "two pool workers")
         procs = descendants(parent.pid)  # the workers and the resource tracker
         assert len(procs) == 3, [p.cmdline() for p in procs]
-        parent.send_signal(sig)
-        assert parent.wait(10) == -sig
-        left = still_running(procs, within=5.0)
-        assert not left, f"still running 5 s after the parent was killed: {[p.cmdline() for p in left]}"
+        kill_leaves_nothing(parent, procs, "the parent", sig)
+        assert parent.returncode == -sig
     finally:
         parent.kill()
         kill_all(procs)
@@ -83,10 +81,7 @@ def test_the_reaper_ends_what_its_killed_parent_left(sig):
         procs = descendants(parent.pid)
         assert sleeper in procs and len(procs) == 2  # and the reaper
         time.sleep(1.0)  # the reaper lists the descendants every 0.25 s
-        parent.send_signal(sig)
-        parent.wait(10)
-        left = still_running(procs, within=5.0)
-        assert not left, f"still running 5 s after the parent was killed: {[p.cmdline() for p in left]}"
+        kill_leaves_nothing(parent, procs, "the parent", sig)
     finally:
         parent.kill()
         kill_all(procs)

@@ -12,6 +12,7 @@ import torch
 
 from models.resnet import ResNet50
 from pipeline.data.sensor_data import load_image
+from pipeline.errors import StoreError
 from pipeline.stages import Catalog, teacher_cache
 from pipeline.stages.index import ensure_index
 from pipeline.store.rowstore import RowStore
@@ -136,6 +137,36 @@ class _FirstKeyframes:
     def record(self, row: int) -> dict:
         assert 0 <= row < self.n
         return self.index.record(row)
+
+    def column(self, name: str):
+        return self.index.column(name)[: self.n]
+
+
+class _Refusing(_FirstKeyframes):
+    """An index whose rows other than ``kept`` are refused (their ``problem`` is set)."""
+
+    def __init__(self, index, kept: set[int]):
+        super().__init__(index, len(index))
+        self.kept = kept
+
+    def column(self, name: str):
+        if name != "problem":
+            return super().column(name)
+        return np.array(["" if i in self.kept else "calibrated_sensor x: refused" for i in range(self.n)])
+
+
+def test_the_pca_never_reads_a_refused_keyframe(tiny_root, tmp_path):
+    """A keyframe the index refused (a path outside the dataroot, a bad calibration) is never opened,
+    not even to fit the PCA basis."""
+    catalog = Catalog.load(catalog_for(tmp_path, tiny_root, stages=True))
+    full = ensure_index(catalog)[0]
+    index = _Refusing(full, {2, 5})
+    params = teacher_cache.TeacherCacheParams(input_size=(32, 56), pca_channels=8, pca_images=4)
+    pca, read = _fit_recording(index, params)
+    allowed = {str(p) for row in (2, 5) for p in full.record(row)["cam_paths"]}
+    assert read and set(read) <= allowed and pca["images"] + pca["held_out_images"] == len(read)
+    with pytest.raises(StoreError, match="no image to fit the PCA basis on"):
+        _fit_recording(_Refusing(full, set()), params)
 
 
 # keyframes == pca_images; fewer keyframes than pca_images; fewer images than pca_images

@@ -22,7 +22,7 @@ from pipeline.data.source import CAMERAS
 from pipeline.errors import HvdError
 from pipeline.synth import PRESETS
 from pipeline.synth.generate import MANIFEST, MARKERS, generate
-from tests.conftest import descendants, kill_all, still_running, tree_digest
+from tests.conftest import descendants, kill_all, kill_leaves_nothing, tree_digest
 
 
 @pytest.fixture(scope="module")
@@ -290,10 +290,7 @@ def test_killed_parallel_run_leaves_no_process_and_resumes_to_identical_bytes(ti
             assert proc.poll() is None and time.monotonic() < deadline, "generation ended before it could be killed"
             time.sleep(0.05)
         procs = descendants(proc.pid)
-        proc.kill()
-        proc.wait()
-        left = still_running(procs, within=5.0)
-        assert not left, f"still running 5 s after `hvd data synth` was killed: {[p.cmdline() for p in left]}"
+        kill_leaves_nothing(proc, procs, "`hvd data synth`")
     finally:
         proc.kill()
         kill_all(procs)

@@ -9,6 +9,7 @@ import pytest
 from pipeline.errors import StoreError
 from pipeline.stages import Catalog, depth_targets, teacher_cache
 from pipeline.store.rowstore import RowStore
+from pipeline.store.runner import row_hashes
 from pipeline.train import augment
 from pipeline.train.augment import AugmentConfig
 from pipeline.train.pretrain_data import DataConfig, PretrainDataset, collate, open_stores
@@ -110,7 +111,8 @@ def test_depth_targets_come_from_the_store(tiny_root, tiny_stores, tmp_path):
     before = PretrainDataset(stores, VALIDATION)[0]
     store = RowStore.open(catalog.artifact("depth_targets").path, mode="r+")
     row = store.row_of(before["token"])
-    row_hash = stores.index.record(list(stores.index.tokens).index(before["token"]))["row_hash"]
+    hashes = row_hashes(depth_targets, catalog.artifact("depth_targets").params, stores.index)  # what the stage's rows are done for
+    row_hash = hashes[list(stores.index.tokens).index(before["token"])]
     counts = store.read("counts", row)
     saved = {"uvd": store.read("uvd", row, int(counts.sum())).copy(), "counts": counts.copy()}
     c, j = 2, 7
