@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.data.sensor_data import in_range, load_points
 from pipeline.errors import CatalogError, StoreError
 from pipeline.stages import correspondences, depth_targets, teacher_cache
-from pipeline.store.rowstore import RowStore
+from pipeline.store.rowstore import RowStore, done_value
 from pipeline.store.runner import row_hashes
 from pipeline.store.stores import read_meta
 from pipeline.train import augment
@@ -89,10 +89,10 @@ def _check_rows(name: str, path: str, store: RowStore, index, hashes: list[str],
     files that changed since), by sample token, and what to run."""
     problems = dict(zip(index.tokens, index.column("problem")))
     refused, missing, stale = [], [], []
-    done = store.done()
+    done = store.done()  # read once: a lookup per row would read a chunk per row
     for token, row_hash in zip(index.tokens, hashes):
         row = store.row_of(token)
-        if row is not None and store.is_done(row, row_hash):
+        if row is not None and done[row] == done_value(row_hash):
             continue
         if problems[token]:
             refused.append(f"sample {token}: {problems[token]}")
