@@ -479,7 +479,3 @@ class RowStore:
             self._rows = {t: i for i, t in enumerate(self.tokens())}
         return self._rows.get(token)
 
-    def is_done(self, row: int, row_hash: str) -> bool:
-        """Whether ``row`` was computed from the index row content with hash ``row_hash`` (a done
-        flag that cannot be decoded reads as not done)."""
-        return self._done_of(row) == done_value(row_hash)
