@@ -81,18 +81,37 @@ def _read_pretrained(path: Path) -> object:
     return load_checkpoint(path)
 
 
-def pretrained_state(path: Path) -> dict[str, torch.Tensor]:
-    """The weights of a pretraining run, keyed as in ``SegmentationNet``: an ``hvd train pretrain``
-    checkpoint (its ``student``), a dict with a ``model`` / ``state_dict`` entry, or a plain state
-    dict; ``module.`` prefixes (DDP) are dropped, and bare backbone keys get ``backbone.``."""
+@dataclass
+class Pretrained:
+    """Pretrained weights read from a file: the tensors keyed as in ``SegmentationNet``, what kind of
+    file it was, and what the file says about the network and its input."""
+
+    path: Path
+    kind: str  # "hvd-pretrain" (an `hvd train pretrain` checkpoint), "state-dict" (a plain or wrapped state dict)
+    state: dict[str, torch.Tensor]
+    width: float | None = None  # the student width a pretraining run recorded (None: not recorded)
+    # The input convention the weights were trained with, as ``model.input`` settings
+    # ({"voxelization": "cartesian" | "cylindrical", "voxel_size_m": float, "intensity_divisor": float}),
+    # or None when the file does not say (hvd's defaults then apply).
+    input: dict | None = None
+
+
+def read_pretrained(path: Path) -> Pretrained:
+    """Read a pretrained-weights file: an ``hvd train pretrain`` checkpoint (its ``student``), a
+    dict with a ``model`` / ``state_dict`` entry, or a plain state dict; ``module.`` prefixes (DDP)
+    are dropped, and bare backbone keys get ``backbone.``."""
     from pipeline.errors import HvdError
 
-    state = _read_pretrained(path)
+    path = Path(path)
+    raw = _read_pretrained(path)
+    config = raw.get("config") if isinstance(raw, dict) else None
+    kind = "hvd-pretrain" if isinstance(raw, dict) and isinstance(raw.get("student"), dict) else "state-dict"
+    state = raw
     for key in ("student", "model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
             break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise HvdError(f"{path} holds no state dict (expected an hvd pretraining checkpoint or a state dict)")
     out = {}
     for key, value in state.items():
@@ -100,23 +119,29 @@ def pretrained_state(path: Path) -> dict[str, torch.Tensor]:
         if not key.startswith(("backbone.", "head.", "final_1.", "bev_head.")):
             key = f"backbone.{key}"
         out[key] = value
-    return out
+    model = config.get("model") if isinstance(config, dict) else None
+    width = model.get("student_width") if kind == "hvd-pretrain" and isinstance(model, dict) else None
+    recorded = model.get("input") if kind == "hvd-pretrain" and isinstance(model, dict) else None
+    return Pretrained(path=path, kind=kind, state=out, width=width, input=recorded if isinstance(recorded, dict) else None)
+
+
+def pretrained_state(path: Path) -> dict[str, torch.Tensor]:
+    """The weights of a pretrained-weights file, keyed as in ``SegmentationNet`` (``read_pretrained``)."""
+    return read_pretrained(path).state
 
 
 def pretrained_width(path: Path) -> float | None:
     """The student width an ``hvd train pretrain`` checkpoint was trained with (None for any other
     file, or a checkpoint from before widths were recorded). An unreadable or refused file is an error."""
-    state = _read_pretrained(path)
-    config = state.get("config") if isinstance(state, dict) else None
-    model = config.get("model") if isinstance(config, dict) else None
-    return model.get("student_width") if isinstance(model, dict) else None
+    return read_pretrained(path).width
 
 
-def load_pretrained(net: nn.Module, path: Path) -> LoadReport:
+def load_pretrained(net: nn.Module, path: Path | Pretrained) -> LoadReport:
     """Copy every checkpoint tensor whose name and shape match a tensor of ``net``; report the rest."""
-    state = pretrained_state(path)
+    pretrained = path if isinstance(path, Pretrained) else read_pretrained(path)
+    state = pretrained.state
     own = net.state_dict()
-    report = LoadReport(source=str(path))
+    report = LoadReport(source=str(pretrained.path))
     update = {}
     for key, value in own.items():
         if key not in state:
