@@ -176,19 +176,19 @@ def input_convention(config: object, kind: str) -> dict:
     }
 
 
-def slidr_config(input: dict, *, source: dict) -> dict:
+def slidr_config(convention: dict, *, source: dict) -> dict:
     """The ``config`` of an exported checkpoint: what SLidR's downstream code reads (and asserts:
-    ``voxel_size``, ``cylindrical_coordinates``) for hvd's ``input`` settings, plus where it came from.
-    ``intensity_divisor`` says how hvd scaled the intensity (SLidR feeds it raw)."""
+    ``voxel_size``, ``cylindrical_coordinates``) for hvd's input settings (``model.input``), plus
+    where it came from. ``intensity_divisor`` says how hvd scaled the intensity (SLidR feeds it raw)."""
     return {
         "model_points": "minkunet",
         "model_n_out": StudentConfig.feature_dim,
         "normalize_features": True,  # final_1's output is L2-normalised, like SLidR's with this flag
         "kernel_size": 3,
         "bn_momentum": StudentConfig.bn_momentum,  # pretraining's student always uses the default
-        "voxel_size": float(input.get("voxel_size_m", 0.1)),
-        "cylindrical_coordinates": input.get("voxelization", "cartesian") == "cylindrical",
-        "intensity_divisor": float(input.get("intensity_divisor", 255.0)),
+        "voxel_size": float(convention.get("voxel_size_m", 0.1)),
+        "cylindrical_coordinates": convention.get("voxelization", "cartesian") == "cylindrical",
+        "intensity_divisor": float(convention.get("intensity_divisor", 255.0)),
         "hvd": source,
     }
 
@@ -223,6 +223,6 @@ def to_slidr_checkpoint(checkpoint: object, path: str) -> tuple[dict, list[str]]
         if tuple(state[name].shape) != shape:
             raise HvdError(f"{path}: the student's widths are not MinkUNet34C's ({name} {tuple(state[name].shape)}, SLidR's {shape})")
     recorded = model.get("input")
-    input = HVD_INPUT | (recorded if isinstance(recorded, dict) else {})
-    source = {"checkpoint": str(path), "kind": "hvd-pretrain", "step": checkpoint.get("step"), "student_width": float(width), "input": input}
-    return {"model_points": state, "epoch": checkpoint.get("epoch"), "config": slidr_config(input, source=source)}, dropped
+    convention = HVD_INPUT | (recorded if isinstance(recorded, dict) else {})
+    source = {"checkpoint": str(path), "kind": "hvd-pretrain", "step": checkpoint.get("step"), "student_width": float(width), "input": convention}
+    return {"model_points": state, "epoch": checkpoint.get("epoch"), "config": slidr_config(convention, source=source)}, dropped
