@@ -379,7 +379,7 @@ def test_camera_rays_hit_the_lidar_points_exactly(nusc, camera_time_pose):
         labels = np.fromfile(root / nusc.get("lidarseg", lidar["token"])["filename"], dtype=np.uint8)
         points = np.fromfile(root / lidar["filename"], dtype=np.float32).reshape(-1, 5)[:, :3].astype(np.float64)
         static = np.isin(labels, [LIDARSEG_INDEX[c] for c in ("flat.driveable_surface", "flat.sidewalk", "flat.terrain", "static.manmade", "static.vegetation")])
-        scene = world.scenes[int(nusc.get("scene", sample["scene_token"])["name"].split("-")[1]) - 1]
+        scene = next(s for s in world.scenes if s.name == nusc.get("scene", sample["scene_token"])["name"])
         cs = nusc.get("calibrated_sensor", lidar["calibrated_sensor_token"])
         pose = nusc.get("ego_pose", lidar["ego_pose_token"])
         to_world = rigid(np.array(pose["rotation"]), pose["translation"]) @ rigid(np.array(cs["rotation"]), cs["translation"])
