@@ -29,6 +29,7 @@ def synth(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Dataset root to write (default: data/synth-PRESET).", show_default=False)] = None,
     preset: Annotated[str, typer.Option("--preset", "-p", help=_preset_help())] = "demo",
     seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed and preset give byte-identical files.")] = 0,
+    version: Annotated[Optional[str], typer.Option("--version", help="v1.0-mini (at most 10 scenes, named as the devkit's mini_train / mini_val) or v1.0-trainval (named as its train / val scenes). Default: the preset's.", show_default=False)] = None,
     scenes: Annotated[Optional[int], typer.Option("--scenes", min=1, help="Number of scenes (default: the preset's). Asking for more scenes than --out holds grows the dataset: only the new scenes are rendered, existing files and tokens stay as they are.", show_default=False)] = None,
     workers: Annotated[int, typer.Option("--workers", "-j", help="Parallel render processes (default: all cores).", show_default=False)] = 0,
     camera_sweeps: Annotated[Optional[bool], typer.Option("--camera-sweeps/--no-camera-sweeps", help="Also render 12 Hz camera sweeps between keyframes (6x the camera rendering). Default: off.", show_default=False)] = None,
@@ -44,10 +45,14 @@ def synth(
     lidarseg/ -- loadable with nuscenes-devkit's NuScenes(version, dataroot) -- plus synth/ (the
     manifest and per-pixel ground-truth class maps for tests and benchmarks).
 
+    Scenes are named from the devkit's own split lists (scene-0061, scene-0103, ... for v1.0-mini), so
+    create_splits_scenes() places each of them and the devkit's LidarSegEval runs on the data.
+
     Re-running with the same options is instant once complete; an interrupted run resumes.
     """
     from dataclasses import replace
 
+    from pipeline.data.splits import synthetic_scene_names
     from pipeline.errors import HvdError
     from pipeline.synth.generate import generate
 
@@ -58,6 +63,12 @@ def synth(
         spec = replace(spec, camera_sweeps=camera_sweeps)
     if scenes is not None:
         spec = replace(spec, n_scenes=scenes)
+    if version is not None:
+        spec = replace(spec, version=version)
+    try:
+        synthetic_scene_names(spec.version, spec.n_scenes)
+    except ValueError as exc:
+        raise HvdError(f"hvd data synth: {exc}") from None
     out = out or Path("data") / f"synth-{preset}"
     workers = workers or os.cpu_count() or 1
     start = time.monotonic()

@@ -19,12 +19,18 @@ def eval_command(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="JSON file of the report. Default: eval-<split>.json in the run folder.", show_default=False)] = None,
     max_examples: Annotated[Optional[int], typer.Option("--max-examples", min=1, help="Score only the split's first N keyframes.", show_default=False)] = None,
     workers: Annotated[int, typer.Option("--workers", min=0, help="DataLoader worker processes.")] = 1,
+    export: Annotated[Optional[Path], typer.Option("--export", help="Also write the predictions in the nuScenes-lidarseg submission layout in this folder (lidarseg/<split>/<lidar token>_lidarseg.bin, <split>/submission.json), for the devkit's LidarSegEval or the benchmark server.", show_default=False)] = None,
 ) -> None:
     """Score a fine-tuned model: per-point predictions through the voxel inverse map against the
     nuScenes-lidarseg labels (16 classes, ignore excluded, no test-time augmentation).
 
-    Prints per-class IoU, mIoU (over the classes present in the split) and accuracy; writes them
-    with the confusion matrix (rows: ground truth, columns: prediction) as JSON.
+    Prints per-class IoU, mIoU and accuracy; writes them with the confusion matrix (rows: ground
+    truth, columns: prediction) as JSON. The mIoU follows the devkit's LidarSegEval: a class counts
+    when it is in the ground truth or predicted. Splits are the devkit's official ones
+    (val = val / mini_val) when it knows the dataset's scenes.
+
+    With --export DIR the same predictions are written as a lidarseg submission; score it with
+    nuscenes.eval.lidarseg.evaluate.LidarSegEval(nusc, DIR, eval_set).
     """
     from pipeline.stages import Catalog
     from pipeline.train import evaluate, seg_metrics
@@ -32,8 +38,11 @@ def eval_command(
     checkpoint = run / "checkpoint.pt" if run.is_dir() else run
     cat = Catalog.load(catalog) if catalog is not None else None  # None: the run's own catalog
     with progress_bar("eval", "keyframe") as bar:
-        result = evaluate.evaluate(checkpoint, catalog=cat, source=source, split=split, max_examples=max_examples, num_workers=workers, on_progress=bar_updater(bar, split))
+        result = evaluate.evaluate(checkpoint, catalog=cat, source=source, split=split, max_examples=max_examples, num_workers=workers, on_progress=bar_updater(bar, split), export=export)
     console.print(seg_metrics.table(result), highlight=False)
     path = out or checkpoint.parent / f"eval-{split}.json"
     evaluate.write(result, path)
     console.print(f"report: {path}", highlight=False)
+    if "export" in result:
+        done = result["export"]
+        console.print(f"submission: {done['keyframes']} keyframes of {done['eval_set']} in {done['folder']}", highlight=False)

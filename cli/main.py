@@ -72,8 +72,10 @@ def _register() -> None:
     app.add_typer(catalog.app, name="catalog")
     app.command(name="deploy")(deploy.deploy)
     from cli.eval import eval_command
+    from cli.export import export_command
 
     app.command("eval")(eval_command)
+    app.command("export")(export_command)
 
 
 _register()

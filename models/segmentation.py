@@ -87,7 +87,10 @@ class Pretrained:
     file it was, and what the file says about the network and its input."""
 
     path: Path
-    kind: str  # "hvd-pretrain" (an `hvd train pretrain` checkpoint), "state-dict" (a plain or wrapped state dict)
+    # "hvd-pretrain" (an `hvd train pretrain` checkpoint), "state-dict" (a plain or wrapped state dict
+    # of hvd's network), "slidr" / "hvdistill" (a checkpoint or state dict of SLidR's / HVDistill's
+    # MinkUNet, renamed by ``models.slidr``; its tensors with no hvd counterpart keep their own names)
+    kind: str
     state: dict[str, torch.Tensor]
     width: float | None = None  # the student width a pretraining run recorded (None: not recorded)
     # The input convention the weights were trained with, as ``model.input`` settings
@@ -96,10 +99,19 @@ class Pretrained:
     input: dict | None = None
 
 
+# The wrappers a state dict is found in: hvd's pretraining checkpoint, SLidR's / HVDistill's
+# pretraining checkpoint (``model_points``; ``model_images`` is the image network), others.
+WRAPPERS = ("student", "model_points", "model", "state_dict")
+HVD_MODULES = ("backbone.", "head.", "final_1.", "bev_head.", "stem.", "down.", "up.")
+
+
 def read_pretrained(path: Path) -> Pretrained:
     """Read a pretrained-weights file: an ``hvd train pretrain`` checkpoint (its ``student``), a
-    dict with a ``model`` / ``state_dict`` entry, or a plain state dict; ``module.`` prefixes (DDP)
-    are dropped, and bare backbone keys get ``backbone.``."""
+    SLidR / HVDistill pretraining checkpoint (its ``model_points``), a dict with a ``model`` /
+    ``state_dict`` entry, or a plain state dict -- of hvd's network or of SLidR's / HVDistill's
+    (told by their module names, ``models.slidr``). ``module.`` (DDP) and ``model.`` (SLidR's
+    downstream module) prefixes are dropped, and bare backbone keys get ``backbone.``."""
+    from models import slidr
     from pipeline.errors import HvdError
 
     path = Path(path)
@@ -107,18 +119,23 @@ def read_pretrained(path: Path) -> Pretrained:
     config = raw.get("config") if isinstance(raw, dict) else None
     kind = "hvd-pretrain" if isinstance(raw, dict) and isinstance(raw.get("student"), dict) else "state-dict"
     state = raw
-    for key in ("student", "model", "state_dict"):
+    for key in WRAPPERS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
             break
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise HvdError(f"{path} holds no state dict (expected an hvd pretraining checkpoint or a state dict)")
-    out = {}
-    for key, value in state.items():
-        key = key.removeprefix("module.")
-        if not key.startswith(("backbone.", "head.", "final_1.", "bev_head.")):
-            key = f"backbone.{key}"
-        out[key] = value
+        raise HvdError(f"{path} holds no state dict (expected an hvd or SLidR/HVDistill pretraining checkpoint, or a state dict)")
+    state = slidr.strip_prefixes(state)
+    theirs = slidr.detect(state)
+    if theirs is not None:
+        mapped, unmapped = slidr.slidr_to_hvd(state, theirs)
+        return Pretrained(path=path, kind=theirs, state=mapped | {k: state[k] for k in unmapped}, input=slidr.input_convention(config, theirs))
+    if not any(key.startswith(HVD_MODULES) for key in state):
+        raise HvdError(
+            f"{path}: neither hvd's nor SLidR's/HVDistill's MinkUNet (no {HVD_MODULES[0]}/stem. or {slidr.SLIDR_MARK} tensor; "
+            f"first names: {', '.join(list(state)[:3])}): give an hvd or SLidR/HVDistill pretraining checkpoint or a state dict of one of their networks"
+        )
+    out = {key if key.startswith(HVD_MODULES[:4]) else f"backbone.{key}": value for key, value in state.items()}
     model = config.get("model") if isinstance(config, dict) else None
     width = model.get("student_width") if kind == "hvd-pretrain" and isinstance(model, dict) else None
     recorded = model.get("input") if kind == "hvd-pretrain" and isinstance(model, dict) else None

@@ -35,7 +35,8 @@ from pipeline.data.source import CAMERAS, LIDAR
 from pipeline.errors import SourceError
 from pipeline.store.stage import StageInfo
 
-VERSION = 3  # 2: the neighbouring LIDAR_TOP sweeps of each keyframe; 3: file states, problem, content_hash
+VERSION = 4  # 2: the neighbouring LIDAR_TOP sweeps of each keyframe; 3: file states, problem, content_hash;
+# 4: official_split is the devkit's placement only; the scene table order and split kind in the meta
 
 MAX_REPORTED = 20
 MAX_SWEEPS = 10  # neighbouring LiDAR sweeps indexed per keyframe (nuScenes: 20 Hz, so +-0.25 s)
@@ -95,13 +96,11 @@ def _neighbour_sweeps(nusc, lidar: dict) -> tuple[dict[str, list], list[dict]]:
 
 
 def _scene_splits(nusc, split, empty: set[str]) -> dict[str, tuple[str, str]]:
-    """scene name -> (split, official split) for the scenes that have keyframes."""
-    from pipeline.data.splits import seeded_split, slidr_split
+    """scene name -> (pretraining split, the devkit's official split) for the scenes that have keyframes."""
+    from pipeline.data.splits import split_scenes
 
     names = [s["name"] for s in nusc.scene if s["name"] not in empty]
-    if split.kind == "slidr":
-        return slidr_split(names, nusc.version)
-    return seeded_split(names, split.val_fraction, split.seed)
+    return split_scenes(split.kind, names, nusc.version, split.val_fraction, split.seed)
 
 
 def _is_empty(scene: dict) -> bool:
@@ -155,9 +154,11 @@ def _file_states(root: Path, values: dict) -> dict:
 
 
 def build(source, params: IndexParams, on_progress: Callable[[int, int], None] | None = None):
-    """(pyarrow table, problems, empty scenes) for ``source`` (a ``pipeline.store.catalog.Source``):
-    one message per missing, truncated or refused file and per bad calibration, naming the sample;
-    with ``allow_missing`` those keyframes are left out."""
+    """(pyarrow table, problems, empty scenes, scene table) for ``source`` (a
+    ``pipeline.store.catalog.Source``): one message per missing, truncated or refused file and per
+    bad calibration, naming the sample; with ``allow_missing`` those keyframes are left out. Rows
+    follow the scenes by name; the scene table lists the scenes with keyframes in the dataset's
+    ``scene.json`` order, which SLidR's label-fraction counting walks."""
     import pyarrow as pa
 
     from pipeline.data.source import check_image, check_lidar, lidarseg_files, open_nuscenes
@@ -222,7 +223,8 @@ def build(source, params: IndexParams, on_progress: Callable[[int, int], None] |
                 rows[key].append(value)
         if on_progress:
             on_progress(done + 1, len(scenes))
-    return _to_table(pa, rows), problems, empty
+    scene_table = [s["name"] for s in nusc.scene if not _is_empty(s)]
+    return _to_table(pa, rows), problems, empty, scene_table
 
 
 def _calibration_columns(nusc, lidar: dict, cams: list[dict], refused: list[str]) -> dict[str, np.ndarray]:
@@ -477,7 +479,7 @@ def ensure_index(catalog, source: str | None = None, rebuild: bool = False, on_p
         index = load(artifact.path, src.dataroot)
         if not index.changed_inputs():
             return index, False
-    table, problems, empty = build(src, artifact.params, on_progress)
+    table, problems, empty, scene_table = build(src, artifact.params, on_progress)
     meta = StoreMeta(
         fingerprint=artifact.fingerprint,
         stage="index",
@@ -490,7 +492,8 @@ def ensure_index(catalog, source: str | None = None, rebuild: bool = False, on_p
         rows_total=table.num_rows,
         rows_done=table.num_rows,
         complete=True,
-        extra={"dataroot": str(src.dataroot), "version": src.version, "source_state": state, "cameras": list(CAMERAS), "problems": problems, "empty_scenes": empty},
+        extra={"dataroot": str(src.dataroot), "version": src.version, "source_state": state, "cameras": list(CAMERAS), "problems": problems, "empty_scenes": empty,
+               "scene_table": scene_table, "split_kind": src.split.kind},
     )
     _write(write_parquet_meta(table, meta), artifact.path)
     return load(artifact.path, src.dataroot), True

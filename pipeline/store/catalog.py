@@ -34,11 +34,14 @@ class _Spec(BaseModel):
 
 
 class SplitSpec(_Spec):
-    """How scenes are split. ``slidr``: nuScenes' official train scenes minus SLidR's 100
-    'parametrize' scenes for pretraining, those 100 for pretraining validation. ``seeded``: a seeded
-    random scene split, for synthetic data and v1.0-mini."""
+    """How scenes are split for pretraining (``pipeline.data.splits``). ``official``: the devkit's
+    train (mini_train) scenes train, its val (mini_val) scenes validate. ``slidr``: nuScenes'
+    official train scenes minus SLidR's 100 'parametrize' scenes train, those 100 validate.
+    ``seeded``: a seeded random draw per scene name (``val_fraction``, ``seed``), for datasets whose
+    scene names the devkit does not know. Fine-tuning and evaluation always use the devkit's splits
+    where it knows the scenes."""
 
-    kind: Literal["slidr", "seeded"]
+    kind: Literal["official", "slidr", "seeded"]
     val_fraction: float = Field(0.25, gt=0.0, lt=1.0)
     seed: int = 0
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 # Bumped whenever the generated files change for the same (preset, seed): it is part of the
 # dataset's identity (synth/manifest.json), hence of every fingerprint derived from it.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: scenes named from the devkit's split lists (scene-0061, scene-0103, ...)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.data.classes import LIDARSEG_INDEX
+from pipeline.data.splits import synthetic_scene_names
 from pipeline.synth import layout
 from pipeline.synth.appearance import Material
 from pipeline.synth.presets import SynthPreset
@@ -293,11 +294,12 @@ def build_world(preset: SynthPreset, seed: int) -> World:
         uid = _Ids(1 + segment * 100_000)
         static += _static_side(rng, -1, lo, hi, uid) + _static_side(rng, +1, lo, hi, uid)
     scenes = []
+    names = synthetic_scene_names(preset.version, preset.n_scenes)  # the devkit's own split lists
     for i in range(preset.n_scenes):
         srng = np.random.default_rng([seed, 1, i])
         speed = float(srng.uniform(5.0, MAX_SPEED_MPS))
         x_start = layout.WORLD_START_X_M + i * layout.SCENE_SPACING_M + float(srng.uniform(0, 20))
         start_us = 1_767_225_600_000_000 + i * 3_600_000_000 + int(srng.integers(0, 1_000_000))
         things = _scene_things(srng, x_start, scene_span, _Ids(10**9 + i * 100_000), speed)
-        scenes.append(Scene(i, f"scene-{i + 1:04d}", x_start, speed, start_us, tuple(things)))
+        scenes.append(Scene(i, names[i], x_start, speed, start_us, tuple(things)))
     return World(seed, preset, static, scenes)

@@ -19,7 +19,7 @@ from pipeline.errors import HvdError
 from pipeline.store.config_file import describe_validation_error
 from pipeline.train import seg_metrics
 from pipeline.train.finetune_config import FinetuneConfig
-from pipeline.train.seg_data import SegDataset, seg_collate, select_rows
+from pipeline.train.seg_data import SegDataset, downstream_splits, seg_collate, select_rows
 from pipeline.train.voxelize import InputSettings
 
 
@@ -65,9 +65,11 @@ def evaluate(
     batch_size: int = 1,
     num_workers: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
+    export: Path | None = None,
 ) -> dict:
     """The segmentation report (``pipeline.train.seg_metrics.report``) of a checkpoint on a split,
-    with what was evaluated; ``catalog``: the one the run was trained with unless given."""
+    with what was evaluated; ``catalog``: the one the run was trained with unless given. ``export``:
+    also write the predictions in the nuScenes-lidarseg submission layout there (``Submission``)."""
     from pipeline.stages.index import ensure_index
 
     net, config, where = load_model(checkpoint)
@@ -78,6 +80,7 @@ def evaluate(
     source = source or config.data.source
     index, _ = ensure_index(catalog, source)
     rows, scenes = select_rows(index, split, 1.0, max_examples)
+    submission = Submission.open(export, index, rows, max_examples) if export is not None else None
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     net = net.to(device).eval()
     dataset = SegDataset(index, rows, augment=False, input=config.model.input)  # fed as in training
@@ -85,15 +88,77 @@ def evaluate(
     matrix = np.zeros((seg_metrics.N_CLASSES, seg_metrics.N_CLASSES), dtype=np.int64)
     done = 0
     for batch in loader:
-        matrix += seg_metrics.confusion(batch["labels"].numpy(), predict(net, batch, device))
+        predictions = predict(net, batch, device)
+        matrix += seg_metrics.confusion(batch["labels"].numpy(), predictions)
+        if submission is not None:
+            submission.add(batch["tokens"], np.split(predictions, np.cumsum(batch["points_per_example"])[:-1]))
         done += batch["size"]
         if on_progress:
             on_progress(done, len(rows))
     result = seg_metrics.report(matrix)
-    result.update({"checkpoint": where["path"], "step": where["step"], "source": source, "split": split, "keyframes": len(rows), "scenes": scenes})
+    result.update({"checkpoint": where["path"], "step": where["step"], "source": source, "split": split, "split_source": downstream_splits(index)[1], "keyframes": len(rows), "scenes": scenes})
+    if submission is not None:
+        result["export"] = submission.finish()
     return result
 
 
 def write(result: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1))
+
+
+SUBMISSION_META = {"use_camera": False, "use_lidar": True, "use_radar": False, "use_map": False, "use_external": False}
+
+
+class Submission:
+    """Predictions in the nuScenes-lidarseg submission layout, which the devkit's ``LidarSegEval``
+    and ``validate_submission`` read: ``DIR/lidarseg/<eval set>/<lidar sample_data token>_lidarseg.bin``
+    (uint8, one evaluation class 1..16 per point, in the order of the points in the sweep's file)
+    and ``DIR/<eval set>/submission.json`` (the meta flags), written last: a folder without it is
+    an interrupted export. The devkit scores every keyframe of every scene of its split, so the
+    export needs the whole official split: no ``--max-examples``, no scene missing."""
+
+    def __init__(self, root: Path, eval_set: str, lidar_token: dict[str, str], expected: int) -> None:
+        self.root, self.eval_set, self.lidar_token, self.expected, self.written = Path(root), eval_set, lidar_token, expected, 0
+        self.bins = self.root / "lidarseg" / eval_set
+
+    @classmethod
+    def open(cls, root: Path, index, rows, max_examples: int | None) -> "Submission":
+        from pipeline.data.splits import official_scenes
+
+        if max_examples is not None:
+            raise HvdError("--export writes a submission of the whole split; the devkit scores every keyframe of it, so drop --max-examples")
+        names = sorted(set(np.asarray(index.column("official_split"))[rows].tolist()))
+        if len(names) != 1 or not names[0]:
+            raise HvdError(f"--export needs the devkit's official splits, but the scenes of {index.path} are not in them (split names {names}); the devkit's LidarSegEval cannot score them")
+        eval_set = names[0]
+        have = set(np.asarray(index.column("scene"))[rows].tolist())
+        missing = [scene for scene in official_scenes(eval_set) if scene not in have]
+        if missing:
+            raise HvdError(f"--export: the devkit scores every scene of {eval_set}, and {len(missing)} of them are not in {index.path} ({', '.join(missing[:5])}); the submission would not evaluate")
+        tokens = index.tokens
+        lidar = index.column("lidar_token")
+        self = cls(root, eval_set, {tokens[r]: str(lidar[r]) for r in rows}, len(rows))
+        stale = self.root / eval_set / "submission.json"
+        stale.unlink(missing_ok=True)  # until this export is complete
+        self.bins.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def add(self, sample_tokens: list[str], predictions: list[np.ndarray]) -> None:
+        for token, pred in zip(sample_tokens, predictions):
+            if len(pred) and (pred.min() < 1 or pred.max() > 16):
+                raise HvdError(f"sample {token}: predictions outside the evaluation classes 1..16")
+            path = self.bins / f"{self.lidar_token[token]}_lidarseg.bin"
+            tmp = path.with_suffix(".tmp")
+            pred.astype(np.uint8).tofile(tmp)
+            tmp.replace(path)
+            self.written += 1
+
+    def finish(self) -> dict:
+        """Write submission.json (last) and say what was written."""
+        if self.written != self.expected:
+            raise HvdError(f"--export wrote {self.written} of {self.expected} keyframes of {self.eval_set}")
+        meta = self.root / self.eval_set / "submission.json"
+        meta.parent.mkdir(parents=True, exist_ok=True)
+        meta.write_text(json.dumps({"meta": SUBMISSION_META}, indent=1))
+        return {"folder": str(self.root), "eval_set": self.eval_set, "keyframes": self.written, "submission": str(meta)}

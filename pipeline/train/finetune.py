@@ -25,7 +25,7 @@ from pipeline.errors import HvdError
 from pipeline.train import finetune_config
 from pipeline.train.finetune_config import FinetuneConfig
 from pipeline.train.loop import Loop, rank_world, setup_distributed
-from pipeline.train.seg_data import SegDataset, seg_collate, select_rows
+from pipeline.train.seg_data import SegDataset, downstream_splits, seg_collate, select_rows
 from pipeline.train.voxelize import InputSettings
 
 IGNORE = -100
@@ -203,5 +203,5 @@ def train(
         before_epoch=frozen_backbone_in_eval_mode if linear else None,
         on_step=on_step,
     )
-    result.update({"load_report": None if report is None else report["summary"], "scenes": scenes, "examples": len(dataset)})
+    result.update({"load_report": None if report is None else report["summary"], "scenes": scenes, "split_source": downstream_splits(index)[1], "examples": len(dataset)})
     return loop.summary(result)

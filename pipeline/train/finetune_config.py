@@ -76,7 +76,7 @@ PRESETS: dict[str, dict] = {
     },
     # the synthetic demo: minutes on a laptop CPU (lr and head lr scaled down with the batch of 2)
     "demo": {
-        "data": {"source": "synth-demo", "label_fraction": 0.25, "batch_size": 2, "num_workers": 1},
+        "data": {"source": "synth-demo", "label_fraction": 0.5, "batch_size": 2, "num_workers": 1},
         "optim": {"lr": 0.02, "head_lr": 0.2, "epochs": 4},
         "run": {"out_dir": "runs/finetune-demo", "max_steps": 20, "checkpoint_every": 10},
     },

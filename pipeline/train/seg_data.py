@@ -15,14 +15,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.data.classes import segmentation_lut
+from pipeline.data.splits import TRAIN_SPLITS, VAL_SPLITS, label_fraction_step, slidr_label_fraction
 from pipeline.data.sensor_data import load_points
 from pipeline.errors import RowError, StoreError
 from pipeline.train.voxelize import InputSettings, student_input
-
-# official split names of the index that fine-tuning trains / evaluates on
-TRAIN_SPLITS = ("train", "mini_train")
-VAL_SPLITS = ("val", "mini_val")
-
 
 class SegDataConfig(BaseModel):
     """Which keyframes, how many labels, how they are batched and augmented."""
@@ -31,32 +27,49 @@ class SegDataConfig(BaseModel):
 
     catalog: str = "data_catalog.yaml"
     source: str | None = None
-    label_fraction: float = Field(1.0, gt=0, le=1, description="keep every k-th training scene, k = round(1 / fraction): 0.01 -> every 100th")
+    label_fraction: float = Field(1.0, gt=0, le=1, description="keep every k-th training scene as SLidR counts them (scene table order, the k-th, 2k-th, ...), k = round(1 / fraction): 0.01 -> every 100th")
     max_examples: int | None = Field(None, ge=1, description="use only the first N selected keyframes (tests)")
     batch_size: int = Field(16, ge=1)
     num_workers: int = Field(2, ge=0)
     augment: bool = True  # rotation U(0, 2 pi) about z, random x and y flips (training only)
 
 
-def scene_step(label_fraction: float) -> int:
-    """k of 'keep every k-th scene' for a label fraction (1 % -> 100, 5 % -> 20, 25 % -> 4)."""
-    return max(1, int(round(1.0 / label_fraction)))
+def downstream_splits(index) -> tuple[np.ndarray, str]:
+    """(per row 'train', 'val' or '', where they come from). The devkit's official splits
+    (train / mini_train, val / mini_val) when the dataset's scenes are in them, as in SLidR's
+    protocol; otherwise (scene names the devkit does not know) the index's own pretraining split,
+    named by its kind (e.g. 'seeded'), never called official."""
+    official = np.asarray(index.column("official_split"))
+    train, val = np.isin(official, TRAIN_SPLITS), np.isin(official, VAL_SPLITS)
+    if train.any() and val.any():
+        return np.where(train, "train", np.where(val, "val", "")), "official"
+    return np.asarray(index.splits), str(index.meta.extra.get("split_kind", "seeded"))
 
 
 def select_rows(index, split: str, label_fraction: float = 1.0, max_examples: int | None = None) -> tuple[np.ndarray, list[str]]:
-    """(rows, scenes): the index rows of the official ``split`` ('train' or 'val'), the training
-    scenes thinned to every k-th in name order, and the scenes kept."""
-    wanted = TRAIN_SPLITS if split == "train" else VAL_SPLITS if split == "val" else (split,)
-    official = np.asarray(index.column("official_split"))
+    """(rows, scenes): the index rows of the downstream ``split`` ('train' or 'val',
+    ``downstream_splits``), the training scenes thinned to a label fraction exactly as SLidR counts
+    (``pipeline.data.splits.slidr_label_fraction``), and the scenes kept (in scene table order)."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    which, source = downstream_splits(index)
     scene = np.asarray(index.column("scene"))
-    rows = np.flatnonzero(np.isin(official, wanted))
-    scenes = sorted(set(scene[rows].tolist()))
-    if split == "train":
-        scenes = scenes[:: scene_step(label_fraction)]
+    rows = np.flatnonzero(which == split)
+    table = index.meta.extra.get("scene_table") or sorted(set(scene.tolist()))
+    in_split = set(scene[rows].tolist())
+    scenes = [name for name in table if name in in_split]
+    if split == "train" and label_fraction < 1.0:
+        scenes = slidr_label_fraction(table, in_split, label_fraction)
+        if not scenes:
+            k = label_fraction_step(label_fraction)
+            raise StoreError(
+                f"label fraction {label_fraction:g} keeps every {k}th of the {len(in_split)} {source} training scenes of {index.path}, "
+                f"counted as SLidR does (the {k}th, {2 * k}th, ... in scene table order): none; use a fraction of at least 1/{len(in_split)} or more scenes"
+            )
         rows = rows[np.isin(scene[rows], scenes)]
     rows = rows[:max_examples]
     if not len(rows):
-        raise StoreError(f"the index {index.path} has no keyframes of the {split!r} split (official splits {sorted(set(official.tolist()))})")
+        raise StoreError(f"the index {index.path} has no keyframes of the {source} {split!r} split (splits {sorted(set(which.tolist()) - {''})})")
     return rows, scenes
 
 

@@ -27,29 +27,33 @@ def confusion(labels: np.ndarray, predictions: np.ndarray, n_classes: int = N_CL
 
 
 def iou(matrix: np.ndarray) -> np.ndarray:
-    """(C,) IoU = TP / (TP + FP + FN) per class; NaN for a class absent from the ground truth (it
-    does not count in the mIoU; its false positives still lower the other classes' IoU)."""
+    """(C,) IoU = TP / (TP + FP + FN) per class; NaN only for a class neither in the ground truth nor
+    predicted (0 / 0), which does not count in the mIoU. A class predicted but absent from the ground
+    truth scores 0 and counts: the nuScenes devkit's ``LidarSegEval`` convention, so hvd's mIoU and
+    the devkit's agree on the same predictions."""
     tp = np.diag(matrix).astype(np.float64)
     gt, pred = matrix.sum(axis=1), matrix.sum(axis=0)
     union = gt + pred - tp
     out = np.full(len(tp), np.nan)
-    present = gt > 0
-    out[present] = tp[present] / union[present]
+    scored = union > 0
+    out[scored] = tp[scored] / union[scored]
     return out
 
 
 def report(matrix: np.ndarray) -> dict:
-    """Everything ``hvd eval`` writes: per-class IoU, mIoU over the classes present, accuracy, the
-    confusion matrix."""
+    """Everything ``hvd eval`` writes: per-class IoU, mIoU over the classes scored (in the ground
+    truth or predicted), accuracy, the confusion matrix."""
     per_class = iou(matrix)
     total = int(matrix.sum())
+    in_truth = matrix.sum(axis=1) > 0
     return {
         "miou": float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan"),
         "accuracy": float(np.trace(matrix) / total) if total else float("nan"),
         "points": total,
         "classes": list(CLASS_NAMES),
         "iou": {name: (None if np.isnan(v) else float(v)) for name, v in zip(CLASS_NAMES, per_class)},
-        "classes_present": [name for name, v in zip(CLASS_NAMES, per_class) if not np.isnan(v)],
+        "classes_scored": [name for name, v in zip(CLASS_NAMES, per_class) if not np.isnan(v)],
+        "classes_present": [name for name, present in zip(CLASS_NAMES, in_truth) if present],  # in the ground truth
         "confusion": matrix.tolist(),
     }
 
@@ -63,6 +67,6 @@ def table(result: dict) -> str:
         value = result["iou"][name]
         shown = "   -  " if value is None else f"{100 * value:6.2f}"
         lines.append(f"{name:<{width}}  {shown}  {int(matrix[k].sum()):>7d}")
-    lines.append(f"{'mIoU':<{width}}  {100 * result['miou']:6.2f}  over {len(result['classes_present'])} classes present")
+    lines.append(f"{'mIoU':<{width}}  {100 * result['miou']:6.2f}  over {len(result['classes_scored'])} classes (in the ground truth or predicted)")
     lines.append(f"{'accuracy':<{width}}  {100 * result['accuracy']:6.2f}  {result['points']} points")
     return "\n".join(lines)

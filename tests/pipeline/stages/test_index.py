@@ -137,16 +137,20 @@ def test_a_dataset_without_sweeps_indexes_with_empty_lists(tiny_copy, tmp_path):
 
 
 def test_split_is_by_scene_and_seeded(built):
+    """The pretraining split is the source's seeded one, by scene; the official column is the
+    devkit's placement of each scene, never the seeded split; the meta names the kind and keeps the
+    scene table's order (SLidR's label fractions walk it)."""
     _, index = built
     scenes, splits = index.column("scene"), index.splits
     for scene in set(scenes):
         assert len(set(splits[scenes == scene])) == 1
     assert set(splits) == {"train", "val"}
     assert len(index.rows("train")) + len(index.rows("val")) == len(index)
-    names = [f"scene-{i:04d}" for i in range(20)]
-    a, b = seeded_split(names, 0.25, 0), seeded_split(list(reversed(names)), 0.25, 0)
-    assert a == b and sum(v[0] == "val" for v in a.values()) == 5
-    assert seeded_split(names, 0.25, 1) != a
+    expected = seeded_split(sorted(set(scenes)), 0.25, 0, "v1.0-mini")
+    assert all(splits[i] == expected[s][0] for i, s in enumerate(scenes))
+    official = dict(zip(scenes, index.column("official_split")))
+    assert official == {"scene-0061": "mini_train", "scene-0103": "mini_val"}
+    assert index.meta.extra["split_kind"] == "seeded" and index.meta.extra["scene_table"] == ["scene-0061", "scene-0103"]
 
 
 def test_index_is_reused_until_the_tables_change(built):

@@ -90,7 +90,7 @@ def test_linear_probe_trains_the_head_only_and_resumes_exactly(tiny_catalog, tmp
 def test_cli_finetune_then_eval(tiny_catalog, tmp_path):
     env = {**os.environ, "COLUMNS": "200"}
     run = tmp_path / "cli"
-    args = ["train", "finetune", "--catalog", str(tiny_catalog.path), "--source", "tiny", "--max-steps", "1", "--out", str(run), "--label-fraction", "0.5"]
+    args = ["train", "finetune", "--catalog", str(tiny_catalog.path), "--source", "tiny", "--max-steps", "1", "--out", str(run), "--label-fraction", "1"]
     done = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     said = done.stdout + done.stderr

@@ -10,7 +10,8 @@ import pytest
 from pipeline.data.classes import LIDARSEG_CLASSES, SEGMENTATION_CLASSES, segmentation_lut
 from pipeline.errors import RowError
 from pipeline.train import seg_metrics
-from pipeline.train.seg_data import load_labels, scene_step
+from pipeline.data.splits import label_fraction_step
+from pipeline.train.seg_data import load_labels
 
 # The nuScenes-lidarseg benchmark's mapping (general class -> evaluation class), written out.
 EXPECTED = {
@@ -51,7 +52,7 @@ def test_labels_file_is_mapped_and_checked(tmp_path):
 
 
 def test_label_fraction_scene_steps():
-    assert [scene_step(f) for f in (0.01, 0.05, 0.1, 0.25, 1.0)] == [100, 20, 10, 4, 1]
+    assert [label_fraction_step(f) for f in (0.01, 0.05, 0.1, 0.25, 1.0)] == [100, 20, 10, 4, 1]
 
 
 def test_confusion_iou_and_miou_by_hand():
@@ -68,19 +69,22 @@ def test_confusion_iou_and_miou_by_hand():
     assert r["iou"]["barrier"] == pytest.approx(0.5)
     assert r["iou"]["bicycle"] == pytest.approx(1 / 3)
     assert r["iou"]["car"] == pytest.approx(0.6)
-    assert r["iou"]["bus"] is None  # absent from the ground truth: not in the mIoU
+    assert r["iou"]["bus"] is None  # neither in the ground truth nor predicted (bus at an ignored point): not scored
     assert r["miou"] == pytest.approx((0.5 + 1 / 3 + 0.6) / 3)
     assert r["accuracy"] == pytest.approx(6 / 9) and r["points"] == 9
-    assert r["classes_present"] == ["barrier", "bicycle", "car"]
+    assert r["classes_present"] == r["classes_scored"] == ["barrier", "bicycle", "car"]
     text = seg_metrics.table(r)
     assert "50.00" in text and "mIoU" in text and "47.78" in text
 
 
-def test_predicting_an_absent_class_costs_the_true_class():
+def test_predicting_an_absent_class_scores_it_zero_as_the_devkit_does():
+    """The devkit's LidarSegEval: IoU = TP / (TP + FP + FN), NaN (not scored) only for 0 / 0, so a
+    class predicted but absent from the ground truth counts with IoU 0."""
     labels = np.array([4, 4, 4, 4])
     r = seg_metrics.report(seg_metrics.confusion(labels, np.array([4, 4, 3, 3])))
-    assert r["iou"]["car"] == pytest.approx(0.5) and r["iou"]["bus"] is None
-    assert r["miou"] == pytest.approx(0.5)
+    assert r["iou"]["car"] == pytest.approx(0.5) and r["iou"]["bus"] == 0.0
+    assert r["miou"] == pytest.approx(0.25)
+    assert r["classes_present"] == ["car"] and r["classes_scored"] == ["bus", "car"]
     assert math.isnan(seg_metrics.iou(np.zeros((16, 16), dtype=np.int64))[0])
 
 
