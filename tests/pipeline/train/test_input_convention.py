@@ -22,7 +22,7 @@ HVD = {"voxelization": "cartesian", "voxel_size_m": 0.1, "intensity_divisor": 25
 def _pretraining_checkpoint(path: Path, model: dict | None) -> Path:
     """A file shaped like an ``hvd train pretrain`` checkpoint (the student's tensors and the run's
     config); ``model``: its config's ``model`` section (None: no config at all)."""
-    state = {"student": {"backbone.conv0p1s1.kernel": torch.zeros(2, 2)}}
+    state = {"student": {"backbone.stem.0.kernel": torch.zeros(2, 2)}}
     if model is not None:
         state["config"] = {"model": model}
     torch.save(state, path)
@@ -71,9 +71,13 @@ def test_finetuning_takes_the_checkpoints_convention(tmp_path):
     assert resolve(_finetune(pretrained=str(old))).model.input == InputSettings()
     # a plain state dict says nothing: the given convention, else hvd's
     plain = tmp_path / "plain.pt"
-    torch.save({"conv0p1s1.kernel": torch.zeros(2, 2)}, plain)
+    torch.save({"stem.0.kernel": torch.zeros(2, 2)}, plain)  # hvd's bare backbone names
     assert resolve(_finetune(pretrained=str(plain))).model.input == InputSettings()
     assert resolve(_finetune(pretrained=str(plain), input=SLIDR)).model.input == SLIDR_INPUT
+    # a SLidR pretraining file without a config: SLidR's convention (models.slidr)
+    theirs = tmp_path / "slidr.pt"
+    torch.save({"model_points": {"conv0p1s1.kernel": torch.zeros(2, 2)}}, theirs)
+    assert resolve(_finetune(pretrained=str(theirs))).model.input == SLIDR_INPUT
 
 
 def test_finetuning_refuses_a_convention_that_contradicts_the_checkpoint(tmp_path):
