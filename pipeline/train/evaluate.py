@@ -20,10 +20,12 @@ from pipeline.store.config_file import describe_validation_error
 from pipeline.train import seg_metrics
 from pipeline.train.finetune_config import FinetuneConfig
 from pipeline.train.seg_data import SegDataset, downstream_splits, seg_collate, select_rows
+from pipeline.train.voxelize import InputSettings
 
 
 def load_model(checkpoint: Path) -> tuple[SegmentationNet, FinetuneConfig, dict]:
-    """The model of an ``hvd train finetune`` checkpoint, its config and the checkpoint's position."""
+    """The model of an ``hvd train finetune`` checkpoint, its config (``model.input`` set: the input
+    convention the model was trained with) and the checkpoint's position."""
     checkpoint = Path(checkpoint)
     if checkpoint.is_dir():
         checkpoint = checkpoint / "checkpoint.pt"
@@ -36,6 +38,8 @@ def load_model(checkpoint: Path) -> tuple[SegmentationNet, FinetuneConfig, dict]
         config = FinetuneConfig.model_validate(state["config"])
     except ValidationError as exc:
         raise HvdError(describe_validation_error(exc, FinetuneConfig, f"{checkpoint} (its config)")) from None
+    if config.model.input is None:  # a run from before input conventions were recorded: hvd's default then
+        config = config.model_copy(update={"model": config.model.model_copy(update={"input": InputSettings()})})
     net = SegmentationNet(bn_momentum=config.model.bn_momentum, width=config.model.width or 1.0)
     try:
         net.load_state_dict(state["model"])
@@ -79,7 +83,8 @@ def evaluate(
     submission = Submission.open(export, index, rows, max_examples) if export is not None else None
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     net = net.to(device).eval()
-    loader = torch.utils.data.DataLoader(SegDataset(index, rows, augment=False), batch_size=batch_size, collate_fn=seg_collate, num_workers=num_workers)
+    dataset = SegDataset(index, rows, augment=False, input=config.model.input)  # fed as in training
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=seg_collate, num_workers=num_workers)
     matrix = np.zeros((seg_metrics.N_CLASSES, seg_metrics.N_CLASSES), dtype=np.int64)
     done = 0
     for batch in loader:

@@ -15,16 +15,18 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 from torch import nn
 
 from models.lovasz import lovasz_softmax
-from models.segmentation import SegmentationNet, load_pretrained, pretrained_width
+from models.segmentation import Pretrained, SegmentationNet, load_pretrained, read_pretrained
 from models.student import sparse_input
 from pipeline.errors import HvdError
 from pipeline.train import finetune_config
 from pipeline.train.finetune_config import FinetuneConfig
 from pipeline.train.loop import Loop, rank_world, setup_distributed
 from pipeline.train.seg_data import SegDataset, downstream_splits, seg_collate, select_rows
+from pipeline.train.voxelize import InputSettings
 
 IGNORE = -100
 
@@ -43,13 +45,51 @@ def segmentation_loss(point_logits: torch.Tensor, labels: torch.Tensor, lovasz: 
     return parts
 
 
-def resolve_width(config: FinetuneConfig) -> FinetuneConfig:
+def resolve(config: FinetuneConfig) -> FinetuneConfig:
+    """The config with ``model.width`` and ``model.input`` set from the pretrained weights (the file is
+    read once here): what the run saves, so its checkpoints say how to rebuild and feed the model."""
+    pretrained = read_pretrained(Path(config.model.pretrained)) if config.model.pretrained else None
+    return resolve_input(resolve_width(config, pretrained), pretrained)
+
+
+def resolve_width(config: FinetuneConfig, pretrained: Pretrained | None) -> FinetuneConfig:
     """The config with ``model.width`` set: as given, else the pretraining run's student width (an
     ``hvd train pretrain`` checkpoint records it), else 1.0."""
     if config.model.width is not None:
         return config
-    width = pretrained_width(Path(config.model.pretrained)) if config.model.pretrained else None
+    width = pretrained.width if pretrained is not None else None
     return config.model_copy(update={"model": config.model.model_copy(update={"width": width or 1.0})})
+
+
+def recorded_input(pretrained: Pretrained | None) -> InputSettings | None:
+    """The input convention the pretrained weights were trained with, or None when the file does not
+    say. An hvd pretraining checkpoint from before conventions were recorded was trained with hvd's
+    default, the only one hvd had then."""
+    if pretrained is None:
+        return None
+    if pretrained.input is None:
+        return InputSettings() if pretrained.kind == "hvd-pretrain" else None
+    try:
+        return InputSettings.model_validate(pretrained.input)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        raise HvdError(f"{pretrained.path}: its recorded input convention {pretrained.input!r} is not valid model.input settings ({'.'.join(map(str, problem['loc']))}: {problem['msg']})") from None
+
+
+def resolve_input(config: FinetuneConfig, pretrained: Pretrained | None) -> FinetuneConfig:
+    """The config with ``model.input`` set: as given, else the convention the pretrained weights
+    record, else hvd's default. Weights fed voxels or intensities of another kind than they were
+    trained on fine-tune as from a poor initialisation without any error, so a ``model.input`` that
+    contradicts the weights' record is refused."""
+    given, recorded = config.model.input, recorded_input(pretrained)
+    if given is not None and recorded is not None and given != recorded:
+        differ = [f"model.input.{key} is {value:g}" if isinstance(value, float) else f"model.input.{key} is {value}" for key, value in given if getattr(recorded, key) != value]
+        raise HvdError(
+            f"{' and '.join(differ)} but {pretrained.path} was trained with {recorded.describe()}: "
+            "drop model.input to use the checkpoint's convention, or fine-tune weights trained with yours"
+        )
+    chosen = given or recorded or InputSettings()
+    return config.model_copy(update={"model": config.model.model_copy(update={"input": chosen})})
 
 
 def build_net(config: FinetuneConfig) -> tuple[SegmentationNet, dict | None]:
@@ -107,9 +147,9 @@ def train(
     rank, world = rank_world()
     index, _ = ensure_index(catalog, config.data.source)
     rows, scenes = select_rows(index, "train", config.data.label_fraction, config.data.max_examples)
-    dataset = SegDataset(index, rows, augment=config.data.augment, seed=config.run.seed)
+    config = resolve(config)
+    dataset = SegDataset(index, rows, augment=config.data.augment, seed=config.run.seed, input=config.model.input)
 
-    config = resolve_width(config)
     torch.manual_seed(config.run.seed)
     net, report = build_net(config)
     linear = config.model.mode == "linear"

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.store.config_file import build_config, save_config
 from pipeline.train.pretrain_config import RunConfig
 from pipeline.train.seg_data import SegDataConfig
+from pipeline.train.voxelize import InputSettings
 
 
 class _Config(BaseModel):
@@ -22,13 +23,16 @@ class _Config(BaseModel):
 class ModelSettings(_Config):
     """``pretrained``: an ``hvd train pretrain`` checkpoint (or a backbone state dict) loaded by name
     and shape; none trains from scratch. ``linear``: the backbone is frozen (eval mode, no
-    gradients) and only the head trains -- linear probing."""
+    gradients) and only the head trains -- linear probing. ``input``: the voxelisation and intensity
+    scale the backbone is fed, which must be the ones its weights were trained with; a run's saved
+    config and checkpoints always hold the resolved value."""
 
     pretrained: str | None = None
     mode: Literal["finetune", "linear"] = "finetune"
     cache_frozen_features: bool = Field(False, description="linear probing without augmentation: keep each keyframe's frozen backbone features in memory after their first use (small datasets)")
     bn_momentum: float = Field(0.05, gt=0, le=1, description="BatchNorm running-statistics momentum (docs/METHOD.md: 0.05; larger for runs of a few dozen steps)")
     width: float | None = Field(None, gt=0, description="the backbone's width multiplier; null: the pretraining run's (model.student_width), or 1.0 (MinkUNet34C as published)")
+    input: InputSettings | None = Field(None, description="the student's input convention; null: the one the pretrained weights record, else hvd's (cartesian 0.1 m, intensity / 255)")
 
 
 class FinetuneOptim(_Config):

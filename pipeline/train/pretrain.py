@@ -123,7 +123,7 @@ def train(
     device = setup_distributed()
     rank, world = rank_world()
     stores: Stores = open_stores(catalog, config.data.source)
-    dataset = PretrainDataset(stores, config.data, seed=config.run.seed)
+    dataset = PretrainDataset(stores, config.data, seed=config.run.seed, input=config.model.input)
     losses = loss_config(config.losses)
     net = build_net(config, stores).to(device)
     if world > 1 and device.type == "cuda":

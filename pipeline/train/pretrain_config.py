@@ -7,11 +7,12 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator, model_validator
 
 from models.losses import LossConfig
 from pipeline.store.config_file import build_config, save_config
 from pipeline.train.pretrain_data import DataConfig
+from pipeline.train.voxelize import InputSettings
 
 
 class _Config(BaseModel):
@@ -53,12 +54,14 @@ LossSettings = create_model(
 
 
 class NetworkConfig(_Config):
-    """The widths of the student and the teacher heads (docs/METHOD.md section 5). The defaults are
-    the published networks; the CPU transfer experiment narrows them for every method alike."""
+    """The widths of the student and the teacher heads (docs/METHOD.md section 5) and the student's
+    input convention (section 4). The defaults are the published networks and HVDistill's input;
+    the CPU transfer experiment narrows the widths for every method alike."""
 
     student_width: float = Field(1.0, gt=0, description="scales every width of MinkUNet34C (1.0: as published)")
     bridge_channels: int | None = Field(None, ge=1, description="the bridge's output = the depth net's input channels; null: the teacher encoder's (2048 for ResNet-50), as in the reference")
     depth_channels: int = Field(256, ge=1, description="the depth net's inner width (BEVDepth's 256)")
+    input: InputSettings = Field(InputSettings(), description="voxelisation and intensity scale of the student's input, recorded in every checkpoint for fine-tuning")
 
 
 class OptimConfig(_Config):
@@ -88,9 +91,35 @@ class RunConfig(_Config):
 class PretrainConfig(_Config):
     data: DataConfig = DataConfig()
     model: NetworkConfig = NetworkConfig()
-    losses: LossSettings = LossSettings()
+    losses: LossSettings = Field(LossSettings(), validate_default=True)  # validated against model.input even when not given
     optim: OptimConfig = OptimConfig()
     run: RunConfig = RunConfig()
+
+    @field_validator("losses")
+    @classmethod
+    def _bev_needs_cartesian_voxels(cls, losses, info: ValidationInfo):
+        """The BEV head reads each voxel's BEV cell off its coordinates as x and y in 0.1 m units
+        (models/frustum.py voxel_bev_cell, models/student.py collapse_z), where the teacher's BEV grid
+        puts it: cylindrical coordinates (rho, phi) or another cell size would pair student columns
+        with the wrong teacher cells. IPV, depth and PPKT read features through the inverse map only
+        and work with either convention. (A check of ``losses`` against ``model``, validated before it.)"""
+        from models.frustum import VOXEL_SIZE_M
+
+        model = info.data.get("model")
+        if model is None or not losses.bev:
+            return losses
+        given = model.input
+        if given.voxelization != "cartesian":
+            raise ValueError(
+                f"model.input.voxelization is {given.voxelization} but the BEV loss is on: the BEV head needs Cartesian x, y voxels; "
+                "set losses.bev: false (IPV + depth is SLidR-style) or model.input.voxelization: cartesian"
+            )
+        if given.voxel_size_m != VOXEL_SIZE_M:
+            raise ValueError(
+                f"model.input.voxel_size_m is {given.voxel_size_m:g} but the BEV loss is on: the BEV head maps voxels to its 0.4 m cells "
+                f"as {VOXEL_SIZE_M:g} m voxels; set losses.bev: false or model.input.voxel_size_m: {VOXEL_SIZE_M:g}"
+            )
+        return losses
 
 
 PRESETS: dict[str, dict] = {

@@ -21,7 +21,7 @@ from pipeline.store.runner import row_hashes
 from pipeline.store.stores import read_meta
 from pipeline.train import augment
 from pipeline.train.augment import AugmentConfig
-from pipeline.train.voxelize import voxelize
+from pipeline.train.voxelize import InputSettings, student_input
 
 STORES = ("superpixels", "correspondences", "depth_targets", "teacher_cache")
 N_CAMERAS = 6
@@ -118,8 +118,9 @@ class PretrainDataset(torch.utils.data.Dataset):
     """Examples of one split; the augmentation of example ``i`` in epoch ``e`` is a pure function of
     (seed, e, i), so a resumed run sees exactly the data an uninterrupted one would."""
 
-    def __init__(self, stores: Stores, config: DataConfig, *, seed: int = 0) -> None:
+    def __init__(self, stores: Stores, config: DataConfig, *, seed: int = 0, input: InputSettings = InputSettings()) -> None:
         self.stores = stores
+        self.input = input  # the student's input convention (model.input)
         self.rows = stores.index.rows(config.split)[: config.max_examples]
         if not len(self.rows):
             raise StoreError(f"split {config.split!r} of the index has no keyframes")
@@ -192,15 +193,15 @@ class PretrainDataset(torch.utils.data.Dataset):
             out["sp_count"].append(count)
             out["depth_target"].append(target)
 
-        # 4. voxels of the augmented cloud (one representative point each)
-        voxels = voxelize(xyz.astype(np.float32))
+        # 4. voxels of the augmented cloud (one representative point each) and their features
+        voxels, feats = student_input(xyz.astype(np.float32), intensity, self.input)
         from models.frustum import cam_to_lidar_aug
 
         return {
             "token": record["token"],
             "points": xyz.astype(np.float32),
             "coords": voxels.coords,
-            "feats": (intensity[voxels.first] / 255.0).astype(np.float32)[:, None],
+            "feats": feats,
             "inverse": voxels.inverse,
             "pair_point": np.concatenate(out["pair_point"]).astype(np.int64),
             "pair_cam": np.concatenate(out["pair_cam"]).astype(np.int64),

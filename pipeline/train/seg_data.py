@@ -18,7 +18,7 @@ from pipeline.data.classes import segmentation_lut
 from pipeline.data.splits import TRAIN_SPLITS, VAL_SPLITS, label_fraction_step, slidr_label_fraction
 from pipeline.data.sensor_data import load_points
 from pipeline.errors import RowError, StoreError
-from pipeline.train.voxelize import voxelize
+from pipeline.train.voxelize import InputSettings, student_input
 
 class SegDataConfig(BaseModel):
     """Which keyframes, how many labels, how they are batched and augmented."""
@@ -98,10 +98,12 @@ def rotation_flip(rng: np.random.Generator) -> np.ndarray:
 
 
 class SegDataset(torch.utils.data.Dataset):
-    """One example per keyframe; the augmentation of row r in epoch e is a function of (seed, e, r)."""
+    """One example per keyframe; the augmentation of row r in epoch e is a function of (seed, e, r).
+    ``input``: the convention the backbone was trained with (voxels and intensity scale)."""
 
-    def __init__(self, index, rows: np.ndarray, *, augment: bool, seed: int = 0) -> None:
+    def __init__(self, index, rows: np.ndarray, *, augment: bool, seed: int = 0, input: InputSettings = InputSettings()) -> None:
         self.index, self.rows, self.augment, self.seed, self.epoch = index, np.asarray(rows), augment, seed, 0
+        self.input = input
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -119,11 +121,11 @@ class SegDataset(torch.utils.data.Dataset):
         xyz = points[:, :3].astype(np.float64)
         if self.augment:
             xyz = xyz @ rotation_flip(np.random.default_rng([self.seed, self.epoch, row])).T
-        voxels = voxelize(xyz)
+        voxels, feats = student_input(xyz, points[:, 3], self.input)  # as in pretraining
         return {
             "token": record["token"],
             "coords": voxels.coords,
-            "feats": (points[voxels.first, 3] / 255.0).astype(np.float32)[:, None],  # intensity, as in pretraining
+            "feats": feats,
             "inverse": voxels.inverse,
             "labels": labels,
         }

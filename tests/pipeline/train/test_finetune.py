@@ -104,22 +104,51 @@ def test_cli_finetune_then_eval(tiny_catalog, tmp_path):
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 
-def test_width_follows_the_pretraining_checkpoint(tiny_catalog, tmp_path):
-    """A narrower pretrained student (model.student_width 0.5) is fine-tuned and evaluated at its own
-    width without being told: every backbone tensor loads, none is of another shape."""
+def test_width_and_input_follow_the_pretraining_checkpoint(tiny_catalog, tmp_path, monkeypatch):
+    """A narrower pretrained student (model.student_width 0.5) trained in SLidR's input convention
+    (cylindrical voxels, raw intensity) is fine-tuned and evaluated at its own width and in its own
+    convention without being told: every backbone tensor loads, none is of another shape, the run's
+    config and checkpoint record the convention and evaluation feeds the model with it."""
     import yaml
 
     from models.student import Student, StudentConfig
+    from pipeline.train import evaluate as evaluate_module
+    from pipeline.train.seg_data import SegDataset
+    from pipeline.train.voxelize import SLIDR_INPUT
 
     torch.manual_seed(1)
     path = tmp_path / "pretrain.pt"
-    torch.save({"student": Student(StudentConfig(width=0.5)).state_dict(), "config": {"model": {"student_width": 0.5}}}, path)
+    slidr = SLIDR_INPUT.model_dump()
+    torch.save({"student": Student(StudentConfig(width=0.5)).state_dict(), "config": {"model": {"student_width": 0.5, "input": slidr}}}, path)
     config = _config(tiny_catalog, tmp_path / "run", run={"max_steps": 1}, model={"pretrained": str(path)}, data={"batch_size": 1})
     result = train(config, catalog=tiny_catalog)
-    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"]["width"] == 0.5
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"]
+    assert saved["width"] == 0.5 and saved["input"] == slidr
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["config"]["model"]["input"] == slidr
     assert "of another shape" not in result["load_report"] and "tensors loaded" in result["load_report"]
+    fed = []
+    monkeypatch.setattr(evaluate_module, "SegDataset", lambda *a, **kw: fed.append(kw["input"]) or SegDataset(*a, **kw))
     report = evaluate(tmp_path / "run", catalog=tiny_catalog, num_workers=0, max_examples=1)
-    assert report["keyframes"] == 1
+    assert report["keyframes"] == 1 and fed == [SLIDR_INPUT]
+
+
+def test_the_dataset_feeds_the_convention_it_is_given(tiny_catalog):
+    """Every point is kept (no range filter), voxelised and scaled as ``model.input`` says."""
+    from pipeline.data.sensor_data import load_points
+    from pipeline.stages.index import ensure_index
+    from pipeline.train.seg_data import SegDataset, select_rows
+    from pipeline.train.voxelize import SLIDR_INPUT, InputSettings, student_input
+
+    index, _ = ensure_index(tiny_catalog, "tiny")
+    rows, _ = select_rows(index, "val", max_examples=1)
+    points = load_points(index.record(int(rows[0]))["lidar_path"])
+    for settings in (InputSettings(), SLIDR_INPUT):
+        example = SegDataset(index, rows, augment=False, input=settings)[0]
+        voxels, feats = student_input(points[:, :3].astype(np.float64), points[:, 3], settings)
+        np.testing.assert_array_equal(example["coords"], voxels.coords)
+        np.testing.assert_array_equal(example["feats"], feats)
+        assert len(example["inverse"]) == len(example["labels"]) == len(points)
+    assert example["feats"].max() > 1  # raw intensity, 0-255
 
 
 def test_code_in_pretrained_weights_is_refused(tiny_catalog, tmp_path):

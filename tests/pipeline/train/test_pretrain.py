@@ -92,6 +92,22 @@ def test_depth_and_bev_losses_do_not_throttle_the_student(tiny_stores, tmp_path)
     assert moved["hvdistill"] >= 0.5 * moved["ipv"], moved
 
 
+def test_slidr_style_pretraining_in_cylindrical_voxels(tiny_stores, tmp_path):
+    """IPV + depth on SLidR's input (cylindrical voxels, raw intensity) trains a step, and the
+    checkpoint records the convention for fine-tuning. (Narrow networks: the check is the input's.)"""
+    from models.segmentation import read_pretrained
+    from pipeline.train.voxelize import SLIDR_INPUT
+
+    data = _config(tiny_stores, tmp_path / "run", max_steps=1, checkpoint_every=1)
+    data["data"]["max_examples"] = 1
+    data["model"] = {"student_width": 0.25, "bridge_channels": 32, "depth_channels": 32, "input": SLIDR_INPUT.model_dump()}
+    data["losses"] = {"bev": False}
+    result = train(pretrain_config.build(None, None, data), catalog=tiny_stores)
+    assert set(result["first"]) >= {"ipv", "depth"} and "bev" not in result["first"]
+    assert all(torch.isfinite(torch.tensor(result["first"][name])) for name in ("ipv", "depth"))
+    assert read_pretrained(tmp_path / "run" / "checkpoint.pt").input == SLIDR_INPUT.model_dump()
+
+
 def _run(args: list[str], env: dict, **kw):
     return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=REPO, env=env, capture_output=True, text=True, **kw)
 

@@ -142,3 +142,23 @@ def test_the_depth_range_must_be_the_depth_bins(tiny_root, tiny_stores, tmp_path
     assert run_local(shallow, "depth_targets").complete
     with pytest.raises(CatalogError, match=r"depth bins span \[1.0, 60.0\)"):
         open_stores(shallow)
+
+
+def test_examples_follow_the_input_convention(tiny_stores):
+    """SLidR's convention (model.input): cylindrical voxels of the cloud and the raw intensity; the
+    pairings and the inverse map are per point, whatever the voxels."""
+    from pipeline.data.sensor_data import in_range, load_points
+    from pipeline.train.voxelize import SLIDR_INPUT, voxelize
+
+    stores = open_stores(tiny_stores)
+    hvd = PretrainDataset(stores, VALIDATION)[0]
+    slidr = PretrainDataset(stores, VALIDATION, input=SLIDR_INPUT)[0]
+    np.testing.assert_array_equal(slidr["points"], hvd["points"])
+    np.testing.assert_array_equal(slidr["pair_point"], hvd["pair_point"])
+    voxels = voxelize(slidr["points"], voxelization="cylindrical")
+    np.testing.assert_array_equal(slidr["coords"], voxels.coords)
+    np.testing.assert_array_equal(slidr["inverse"], voxels.inverse)
+    points = load_points(stores.index.record(int(stores.index.rows("train")[0]))["lidar_path"])
+    intensity = points[in_range(points), 3]  # no augmentation: the points in range, in file order
+    np.testing.assert_array_equal(slidr["feats"][:, 0], intensity[voxels.first])
+    np.testing.assert_allclose(hvd["feats"][:, 0], intensity[voxelize(hvd["points"]).first] / 255, rtol=1e-6)
