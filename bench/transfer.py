@@ -329,7 +329,7 @@ Plot: [transfer.png](transfer.png).
 ## Setting
 
 - Data: the synthetic `{args.source}` source (`hvd data synth --preset transfer`: 8 scenes x 8 keyframes, 320x180
-  cameras, a 32-beam LiDAR at 542 azimuth steps), its seeded scene split (6 training scenes, 2 validation scenes);
+  cameras, a 32-beam LiDAR at 542 azimuth steps), its scene split (6 training scenes, 2 validation scenes: the devkit's mini_train / mini_val);
   pretraining uses the training scenes only.
 - Teacher: {_teacher_line(args)}.
 - Networks, the same for every method: MinkUNet34C at **width {args.student_width}** (every plane scaled; same depth),

@@ -107,6 +107,9 @@ def _show_source(console: Console, catalog: Catalog, name: str, artifacts: list[
         f"[bold]source {escape(name)}[/]  {escape(src.version)}  "
         f"dataroot {escape(_location(src.dataroot))}  fingerprint {src.fingerprint[:12]}"
     )
+    split = src.split
+    seeded = f" (val_fraction {split.val_fraction:g}, seed {split.seed})" if split.kind == "seeded" else ""
+    console.print(f"  pretraining split: {split.kind}{seeded}; fine-tuning and evaluation: the devkit's official splits where it knows the scenes")
     if not src.dataroot.exists():
         console.print("  [yellow]dataroot not found[/]: generate the data or fix its dataroot")
 

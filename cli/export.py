@@ -37,7 +37,9 @@ def export_command(
     exported, dropped = to_slidr_checkpoint(load_checkpoint(checkpoint), str(checkpoint))
     path = out or checkpoint.parent / f"checkpoint-{format.value}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(exported, path)
+    partial = path.with_name(f".{path.name}.partial")
+    torch.save(exported, partial)
+    partial.replace(path)  # a killed export leaves no half-written file under the real name
     config = exported["config"]
     voxels = "cylindrical" if config["cylindrical_coordinates"] else "cartesian"
     console.print(f"wrote {len(exported['model_points'])} tensors (SLidR names, epoch {exported['epoch']}) to {path}", highlight=False)

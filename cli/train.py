@@ -88,7 +88,7 @@ def finetune(
     preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="nuscenes-1pct (few-label fine-tuning), nuscenes-linear (linear probing), demo, demo-linear.", show_default=False)] = None,
     pretrained: Annotated[Optional[Path], typer.Option("--pretrained", help="An `hvd train pretrain` run folder or checkpoint (or a backbone state dict); omit to train from scratch.", show_default=False)] = None,
     linear: Annotated[Optional[bool], typer.Option("--linear/--full", help="Linear probing (backbone frozen) or full fine-tuning; default: the preset's.", show_default=False)] = None,
-    label_fraction: Annotated[Optional[float], typer.Option("--label-fraction", min=0.0001, max=1.0, help="Keep every k-th training scene, k = round(1 / fraction).", show_default=False)] = None,
+    label_fraction: Annotated[Optional[float], typer.Option("--label-fraction", min=0.0001, max=1.0, help="Keep every k-th training scene, k = round(1 / fraction), counted as SLidR does: the k-th, 2k-th, ... in scene.json order (0.01: the 7 scenes of the published 1 % tables).", show_default=False)] = None,
     catalog: CatalogOption = None,
     source: SourceOption = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (config, checkpoints, TensorBoard).", show_default=False)] = None,
@@ -100,8 +100,9 @@ def finetune(
     weights loaded by name and shape, or from scratch) with a new 1x1 head over the 16 classes.
 
     Cross-entropy + Lovasz-softmax, SGD with a cosine schedule and a separate head learning rate;
-    a fraction of the training scenes (every k-th) for few-label fine-tuning, or the backbone frozen
-    for linear probing. Prints which pretrained tensors were loaded and which were not. Score the
+    a fraction of the devkit's training scenes (every k-th, as SLidR counts) for few-label
+    fine-tuning, or the backbone frozen for linear probing. The input convention (voxels, intensity
+    scale) is the pretrained weights' own. Prints which pretrained tensors were loaded and which were not. Score the
     result with `hvd eval RUN_FOLDER`.
     """
     from pipeline.train import finetune_config
@@ -120,8 +121,9 @@ def finetune(
         overrides["run"]["seed"] = seed
     cfg = finetune_config.build(preset or ("demo" if config is None else None), config, overrides)
 
-    def on_loaded(report: dict | None) -> None:
+    def on_loaded(report: dict | None, resolved) -> None:
         console.print(report["summary"] if report else "no pretrained weights: training from scratch", highlight=False)
+        console.print(f"input: {resolved.model.input.describe()}", highlight=False)
 
     result = _run(train, cfg, "finetune", resume=resume, on_loaded=on_loaded)
-    console.print(f"{result['examples']} keyframes of {len(result['scenes'])} scenes; run folder: {result['out_dir']} (config.yaml, checkpoint.pt, tensorboard/)", highlight=False)
+    console.print(f"{result['examples']} keyframes of {len(result['scenes'])} {result['split_source']} training scenes; run folder: {result['out_dir']} (config.yaml, checkpoint.pt, tensorboard/)", highlight=False)

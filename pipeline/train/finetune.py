@@ -138,7 +138,7 @@ def train(
     catalog,
     resume: bool = False,
     on_step: Callable[[int, int, dict], None] | None = None,
-    on_loaded: Callable[[dict | None], None] | None = None,
+    on_loaded: Callable[[dict | None, FinetuneConfig], None] | None = None,
 ) -> dict:
     """Train; return {"steps", "first", "last", "out_dir", "load_report", "scenes", "examples"}."""
     from pipeline.stages.index import ensure_index
@@ -175,7 +175,7 @@ def train(
     elif rank == 0:
         finetune_config.save(config, loop.run_dir / "config.yaml")
     if on_loaded and rank == 0:
-        on_loaded(report)
+        on_loaded(report, config)  # the config resolved: width and input convention
 
     cached = None
     if linear and config.model.cache_frozen_features:

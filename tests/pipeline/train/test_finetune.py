@@ -97,7 +97,7 @@ def test_cli_finetune_then_eval(tiny_catalog, tmp_path):
     done = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     said = done.stdout + done.stderr
-    assert "training from scratch" in said and "1 scenes" in said
+    assert "training from scratch" in said and "1 official training scenes" in said and "input: cartesian voxels of 0.1 m, intensity / 255" in said
     done = subprocess.run([sys.executable, "-m", "cli.main", "eval", str(run), "--max-examples", "1"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "mIoU" in done.stdout + done.stderr and "driveable_surface" in done.stdout + done.stderr
