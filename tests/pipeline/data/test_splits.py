@@ -96,15 +96,10 @@ def test_seeded_split_is_per_scene_and_stable_when_the_dataset_grows():
 
 
 def slidr_counting(table: list[str], split: set[str], k: int) -> list[str]:
-    """SLidR's downstream loop, written out: walk nusc.scene, count the split's scenes, keep a scene
-    when the counter is a multiple of the skip ratio."""
-    kept, skip_counter = [], 0
-    for scene in table:
-        if scene in split:
-            skip_counter += 1
-            if skip_counter % k == 0:
-                kept.append(scene)
-    return kept
+    """SLidR's downstream loop, written as a filter: the split's scenes in nusc.scene order, numbered
+    from 1, keeping those whose number is a multiple of the skip ratio."""
+    in_split = [scene for scene in table if scene in split]
+    return [scene for number, scene in enumerate(in_split, start=1) if number % k == 0]
 
 
 @pytest.mark.parametrize("fraction, k", [(0.01, 100), (0.05, 20), (0.1, 10), (0.25, 4), (1.0, 1)])
