@@ -31,6 +31,9 @@ def eval_command(
 
     With --export DIR the same predictions are written as a lidarseg submission; score it with
     nuscenes.eval.lidarseg.evaluate.LidarSegEval(nusc, DIR, eval_set).
+
+    Beside the JSON: <report>-confusion.png (the matrix, each ground-truth row normalised) and
+    <report>-iou.png (a bar per class).
     """
     from pipeline.stages import Catalog
     from pipeline.train import evaluate, seg_metrics
@@ -43,6 +46,9 @@ def eval_command(
     path = out or checkpoint.parent / f"eval-{split}.json"
     evaluate.write(result, path)
     console.print(f"report: {path}", highlight=False)
+    from pipeline.viz.charts import write_eval_charts
+
+    console.print(f"charts: {', '.join(str(p) for p in write_eval_charts(result, path))}", highlight=False)
     if "export" in result:
         done = result["export"]
         console.print(f"submission: {done['keyframes']} keyframes of {done['eval_set']} in {done['folder']}", highlight=False)

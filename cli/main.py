@@ -64,12 +64,13 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from cli import catalog, data, deploy, prep, train
+    from cli import catalog, data, deploy, prep, show, train
 
     app.add_typer(data.app, name="data")
     app.add_typer(prep.app, name="prep")
     app.add_typer(train.app, name="train")
     app.add_typer(catalog.app, name="catalog")
+    app.add_typer(show.app, name="show")
     app.command(name="deploy")(deploy.deploy)
     from cli.eval import eval_command
     from cli.export import export_command

@@ -26,9 +26,10 @@ MAY_IMPORT = {
     "data": {"base", "data"},
     "store": {"base", "store"},
     "stages": {"base", "data", "store", "stages", "models"},
-    "train": {"base", "data", "store", "stages", "train", "models"},
+    "train": {"base", "data", "store", "stages", "train", "models", "viz"},
     "synth": {"base", "data", "synth"},
     "models": {"base", "models"},
+    "viz": {"base", "viz"},
 }
 
 

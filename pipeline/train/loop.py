@@ -192,10 +192,12 @@ class Loop:
         self.saved_step = self.step
         return state
 
-    def run(self, dataset, collate, compute, *, weights, extra: dict | None = None, before_epoch=None, on_step=None) -> dict:
+    def run(self, dataset, collate, compute, *, weights, extra: dict | None = None, before_epoch=None, on_step=None, pictures=None) -> dict:
         """Train to the end; ``compute(batch, generator) -> (loss parts, total loss)``, ``weights()``
-        the model entries of a checkpoint, ``extra`` more entries. Returns {"steps", "first", "last",
-        "out_dir", "rank_checksums"} (first and last: the losses of the first and last step run)."""
+        the model entries of a checkpoint, ``extra`` more entries; ``pictures(batch)`` (rank 0, every
+        ``run.image_every`` steps) -> {tag: (H, W, 3) uint8} images for TensorBoard. Returns {"steps",
+        "first", "last", "out_dir", "rank_checksums"} (first and last: the losses of the first and
+        last step run)."""
         cfg = self.config
         writer = None
         if self.rank == 0:
@@ -219,6 +221,10 @@ class Loop:
                         for key, value in metrics.items():
                             writer.add_scalar(f"{self.tag}/{key}", value, self.step)
                         writer.add_scalar(f"{self.tag}/lr", self.optimiser.param_groups[0]["lr"], self.step)
+                    every = getattr(cfg.run, "image_every", 0)
+                    if writer and pictures and every and self.step % every == 0:
+                        for key, rgb in pictures(batch).items():
+                            writer.add_image(f"{self.tag}/{key}", rgb, self.step, dataformats="HWC")
                     if on_step and self.rank == 0:
                         on_step(self.step, self.total_steps, metrics)
                     if self.step % cfg.run.checkpoint_every == 0 or self.step == self.total_steps:

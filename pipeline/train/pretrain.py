@@ -11,6 +11,7 @@ continues exactly where a run stopped.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -20,6 +21,7 @@ from models.frustum import BEV_SIZE
 from models.losses import LossConfig, bev_matched_loss, depth_loss, ipv_loss, ppkt_loss, total
 from models.student import Student, StudentConfig, sparse_input
 from models.teacher_heads import TeacherHeads, camera_vector
+from pipeline.errors import HvdError
 from pipeline.train import pretrain_config
 from pipeline.train.loop import Loop, rank_world, setup_distributed
 from pipeline.train.pretrain_config import NetworkConfig, PretrainConfig
@@ -112,6 +114,28 @@ def build_net(config: PretrainConfig, stores: Stores) -> PretrainNet:
     )
 
 
+def load_run(run: Path, stores: Stores):
+    """The pretraining network of a run folder (or its checkpoint.pt), in evaluation mode, built on
+    ``stores`` (the teacher cache's grid and PCA basis) and its config."""
+    from models.checkpoints import load_checkpoint
+
+    path = Path(run) / "checkpoint.pt" if Path(run).is_dir() else Path(run)
+    state = load_checkpoint(path)
+    if not isinstance(state, dict) or not {"student", "heads", "config"} <= set(state):
+        raise HvdError(f"{path} is not an `hvd train pretrain` checkpoint (no student, heads and config)")
+    try:
+        config = PretrainConfig.model_validate(state["config"])
+    except ValueError as exc:  # pydantic's ValidationError
+        raise HvdError(f"{path}: its config is not a valid pretraining config ({str(exc).splitlines()[0]})") from None
+    net = build_net(config, stores)
+    try:
+        net.student.load_state_dict(state["student"])
+        net.heads.load_state_dict(state["heads"])
+    except RuntimeError as exc:
+        raise HvdError(f"{path}: its networks do not fit this source's teacher cache ({str(exc).splitlines()[0]}); show it with the --source it was trained on") from None
+    return net.eval(), config
+
+
 def train(
     config: PretrainConfig,
     *,
@@ -150,4 +174,9 @@ def train(
     def weights() -> dict:
         return {"student": net.student.state_dict(), "heads": net.heads.state_dict()}
 
-    return loop.summary(loop.run(dataset, collate, compute, weights=weights, on_step=on_step))
+    def pictures(batch: dict) -> dict:
+        from pipeline.train.pictures import training_pictures
+
+        return training_pictures(net, batch)
+
+    return loop.summary(loop.run(dataset, collate, compute, weights=weights, on_step=on_step, pictures=pictures))

@@ -85,6 +85,7 @@ class RunConfig(_Config):
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps (demo, tests)")
     checkpoint_every: int = Field(200, ge=1)
     log_every: int = Field(1, ge=1)
+    image_every: int = Field(100, ge=0, description="every N steps, TensorBoard images of the batch's first example: teacher vs student BEV features, predicted vs target depth (one extra forward pass in evaluation mode); 0: none")
     amp: bool = Field(False, description="mixed precision on a GPU (bfloat16 where supported, else float16 with gradient scaling; the depth loss stays float32); off: fp32 as in the paper; ignored on the CPU")
 
 
@@ -127,7 +128,7 @@ PRESETS: dict[str, dict] = {
     "demo": {
         "data": {"source": "synth-demo", "batch_size": 2, "num_workers": 1},
         "optim": {"lr": 0.1, "epochs": 2},
-        "run": {"out_dir": "runs/pretrain-demo", "max_steps": 20, "checkpoint_every": 10},
+        "run": {"out_dir": "runs/pretrain-demo", "max_steps": 20, "checkpoint_every": 10, "image_every": 10},
     },
     # the paper's setting: 4 GPUs x 4 examples, 50 epochs
     "nuscenes": {
