@@ -43,7 +43,7 @@ def keyframe(
     from pipeline.train import pictures
     from pipeline.train.augment import AugmentConfig
     from pipeline.train.pretrain import load_run
-    from pipeline.train.pretrain_data import open_stores
+    from pipeline.train.pretrain_data import collate, open_stores
     from pipeline.train.voxelize import InputSettings
     from pipeline.viz import draw
 
@@ -61,7 +61,8 @@ def keyframe(
     seed = seed if seed is not None else (config.run.seed if config is not None else 0)
     view = pictures.keyframe_view(stores, row, augmentation=augmentation, seed=seed, epoch=epoch, input=config.model.input if config else InputSettings())
     folder = out or Path("pictures") / view.token
-    for stem, rgb in pictures.keyframe_pictures(view, net, camera=CAMERAS.index(camera)).items():
+    outputs = pictures.network_outputs(net, collate([view.example])) if net is not None else None
+    for stem, rgb in pictures.keyframe_pictures(view, outputs, camera=CAMERAS.index(camera)).items():
         path = draw.write_png(folder / f"{stem}.png", rgb)
         console.print(f"{path}", highlight=False)
     console.print(f"sample {view.token} (index row {row}, {'augmented: seed ' + str(seed) + ', epoch ' + str(epoch) if augmented else 'plain view'})", highlight=False)

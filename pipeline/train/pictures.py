@@ -229,26 +229,36 @@ def network_outputs(net, batch: dict) -> dict:
 
 def training_pictures(net, batch: dict, camera: int = 0) -> dict[str, np.ndarray]:
     """The pictures pretraining logs: teacher vs student BEV features of the batch's first example
-    and one camera's predicted depth vs its target."""
-    outputs = network_outputs(net, batch)
+    (when the BEV loss trains them) and one camera's predicted depth vs its target (when the depth
+    loss trains it)."""
+    if not (net.losses.bev or net.losses.depth):
+        return {}
+    pictures = network_pictures(network_outputs(net, batch), batch["depth_target"][camera].numpy(), camera)
+    wanted = {"bev_teacher_vs_student": net.losses.bev, "depth_prediction_vs_target": net.losses.depth}
+    return {tag: rgb for tag, rgb in pictures.items() if wanted[tag]}
+
+
+def network_pictures(outputs: dict, depth_target: np.ndarray, camera: int = 0) -> dict[str, np.ndarray]:
+    """Teacher vs student BEV features and ``camera``'s predicted depth vs its target grid, from
+    ``network_outputs``."""
     teacher, student = bev_feature_pictures(outputs["bev_index"], outputs["student"], outputs["teacher"])
     return {
         "bev_teacher_vs_student": draw.side_by_side([draw.titled(teacher, "teacher BEV (PCA)"), draw.titled(student, "student BEV (same basis)")]),
-        "depth_prediction_vs_target": depth_pair_picture(outputs["depth_probs"][camera], batch["depth_target"][camera].numpy(), name=CAMERAS[camera]),
+        "depth_prediction_vs_target": depth_pair_picture(outputs["depth_probs"][camera], depth_target, name=CAMERAS[camera]),
     }
 
 
-def keyframe_pictures(view: KeyframeView, net=None, camera: int = 0) -> dict[str, np.ndarray]:
+def keyframe_pictures(view: KeyframeView, outputs: dict | None = None, camera: int = 0) -> dict[str, np.ndarray]:
     """Every picture of ``hvd show keyframe``, by file stem: one per camera, the BEV (occupancy; with
-    a network, also the teacher's and student's BEV features and ``camera``'s depth)."""
+    a run's ``network_outputs`` on ``view.example``, also the teacher's and student's BEV features
+    and ``camera``'s predicted depth)."""
     kind = "augmented" if view.augmented else "plain"
     pictures = {}
     features = draw.feature_images([cam.features for cam in view.cameras])  # one basis for the six cameras
     for cam, rgb in zip(view.cameras, features):
         pictures[f"{kind}_{cam.name}"] = camera_picture(cam, rgb)
     bev = [occupancy_picture(view.example["points"])]
-    if net is not None:
-        outputs = network_outputs(net, collate([view.example]))
+    if outputs is not None:
         teacher, student = bev_feature_pictures(outputs["bev_index"], outputs["student"], outputs["teacher"])
         bev += [draw.titled(big_bev(teacher), "teacher BEV features (PCA, shared basis)"), draw.titled(big_bev(student), "student BEV features (same basis)")]
         cam = view.cameras[camera]
