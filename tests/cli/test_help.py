@@ -15,7 +15,7 @@ def _help(*args: str) -> str:
 
 def test_top_level_lists_the_command_groups_with_their_purpose():
     out = _help()
-    for group, words in {"data": "synthetic", "prep": "stores", "catalog": "fingerprints"}.items():
+    for group, words in {"data": "synthetic", "prep": "stores", "catalog": "fingerprints", "show": "Pictures"}.items():
         line = next(line for line in out.splitlines() if line.lstrip("│ ").startswith(f"{group} "))
         assert words in line, line
 
