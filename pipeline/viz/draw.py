@@ -168,25 +168,27 @@ def titled(rgb: np.ndarray, title: str) -> np.ndarray:
 
 def side_by_side(panels: list[np.ndarray], gap: int = 4) -> np.ndarray:
     """Panels left to right, top-aligned, on white, ``gap`` pixels apart."""
-    h = max(p.shape[0] for p in panels)
-    w = sum(p.shape[1] for p in panels) + gap * (len(panels) - 1)
-    out = np.broadcast_to(BACKGROUND, (h, w, 3)).copy()
-    x = 0
-    for p in panels:
-        out[: p.shape[0], x : x + p.shape[1]] = p
-        x += p.shape[1] + gap
-    return out
+    return _join(panels, gap, axis=1)
 
 
 def stacked(panels: list[np.ndarray], gap: int = 4) -> np.ndarray:
-    """Panels top to bottom, left-aligned, on white."""
-    w = max(p.shape[1] for p in panels)
-    h = sum(p.shape[0] for p in panels) + gap * (len(panels) - 1)
-    out = np.broadcast_to(BACKGROUND, (h, w, 3)).copy()
-    y = 0
+    """Panels top to bottom, left-aligned, on white, ``gap`` pixels apart."""
+    return _join(panels, gap, axis=0)
+
+
+def _join(panels: list[np.ndarray], gap: int, axis: int) -> np.ndarray:
+    """Panels one after the other along ``axis`` (0: rows, 1: columns), aligned at the start of the other."""
+    across = max(p.shape[1 - axis] for p in panels)
+    along = sum(p.shape[axis] for p in panels) + gap * (len(panels) - 1)
+    shape = (along, across, 3) if axis == 0 else (across, along, 3)
+    out = np.broadcast_to(BACKGROUND, shape).copy()
+    at = 0
     for p in panels:
-        out[y : y + p.shape[0], : p.shape[1]] = p
-        y += p.shape[0] + gap
+        if axis == 0:
+            out[at : at + p.shape[0], : p.shape[1]] = p
+        else:
+            out[: p.shape[0], at : at + p.shape[1]] = p
+        at += p.shape[axis] + gap
     return out
 
 
