@@ -26,7 +26,8 @@ def keyframe(
     epoch: Annotated[int, typer.Option("--epoch", min=0, help="With --augmented: the epoch whose draw to show.")] = 0,
     camera: Annotated[str, typer.Option("--camera", help="The camera whose predicted depth is drawn (with --run).")] = "CAM_FRONT",
 ) -> None:
-    """Write PNGs of one keyframe, read exactly as pretraining reads it from the stores.
+    """Write PNGs of one keyframe, read exactly as pretraining reads it from the stores (only its
+    own rows need be computed: it works while `hvd prep` is still running).
 
     For each camera (<kind>_<CAMERA>.png): the image with its superpixel boundaries, the paired LiDAR
     points coloured by depth, the teacher features as RGB (first three principal components, one
@@ -52,8 +53,10 @@ def keyframe(
     if camera not in CAMERAS:
         raise HvdError(f"--camera {camera} is not one of {', '.join(CAMERAS)}")
     cat = Catalog.load(catalog)
-    stores = open_stores(cat, source)
-    row = pictures.find_row(stores.index, token, index)
+    from pipeline.stages.index import ensure_index
+
+    row = pictures.find_row(ensure_index(cat, source)[0], token, index)
+    stores = open_stores(cat, source, rows=[row])  # only this keyframe's rows need be done
     net, config = load_run(run, stores) if run is not None else (None, None)
     augmentation = None
     if augmented:

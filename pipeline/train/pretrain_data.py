@@ -53,9 +53,10 @@ class Stores:
         return {name: RowStore.open(path) for name, path in self.paths.items()}
 
 
-def open_stores(catalog, source: str | None = None) -> Stores:
+def open_stores(catalog, source: str | None = None, rows: list[int] | None = None) -> Stores:
     """Check that every store training reads exists, matches the catalog's fingerprint and covers
-    every keyframe of the index; otherwise say which ``hvd prep`` command builds it."""
+    every keyframe of the index (or just index ``rows``: ``hvd show`` needs only its keyframe's);
+    otherwise say which ``hvd prep`` command builds it."""
     from pipeline.stages.index import ensure_index
 
     index, _ = ensure_index(catalog, source)
@@ -69,7 +70,7 @@ def open_stores(catalog, source: str | None = None) -> Stores:
         if meta.fingerprint != artifact.fingerprint:
             raise StoreError(f"the {name} store {artifact.path} is stale (fingerprint {meta.fingerprint[:12]}, the catalog implies {artifact.fingerprint[:12]}): run `{command}`")
         store = RowStore.open(artifact.path)
-        _check_rows(name, artifact.path, store, index, row_hashes(catalog.stages.module(artifact.stage.name), artifact.params, index), command)
+        _check_rows(name, artifact.path, store, index, row_hashes(catalog.stages.module(artifact.stage.name), artifact.params, index), command, rows)
         artifacts[name], paths[name] = artifact, artifact.path
     depth = artifacts["depth_targets"].params
     from models.frustum import DEPTH_MAX_M, DEPTH_MIN_M
@@ -83,14 +84,15 @@ def open_stores(catalog, source: str | None = None) -> Stores:
     return Stores(index, artifacts, paths)
 
 
-def _check_rows(name: str, path: str, store: RowStore, index, hashes: list[str], command: str) -> None:
-    """Every keyframe of the index is done in ``store`` for its current content; otherwise say which
-    rows are refused by the index, which were never computed and which are stale (computed from input
-    files that changed since), by sample token, and what to run."""
+def _check_rows(name: str, path: str, store: RowStore, index, hashes: list[str], command: str, rows: list[int] | None = None) -> None:
+    """Every keyframe of the index (or of its ``rows``) is done in ``store`` for its current content;
+    otherwise say which rows are refused by the index, which were never computed and which are stale
+    (computed from input files that changed since), by sample token, and what to run."""
     problems = dict(zip(index.tokens, index.column("problem")))
     refused, missing, stale = [], [], []
     done = store.done()  # read once: a lookup per row would read a chunk per row
-    for token, row_hash in zip(index.tokens, hashes):
+    checked = range(len(index.tokens)) if rows is None else rows
+    for token, row_hash in ((index.tokens[r], hashes[r]) for r in checked):
         row = store.row_of(token)
         if row is not None and done[row] == done_value(row_hash):
             continue
@@ -111,7 +113,7 @@ def _check_rows(name: str, path: str, store: RowStore, index, hashes: list[str],
             f"(e.g. sample {stale[0]}): run `{command}` to recompute just those"
         )
     if missing:
-        raise StoreError(f"the {name} store {path} lacks {len(missing)} of {len(index)} keyframes (e.g. sample {missing[0]}): run `{command}`")
+        raise StoreError(f"the {name} store {path} lacks {len(missing)} of {len(checked)} keyframes (e.g. sample {missing[0]}): run `{command}`")
 
 
 class PretrainDataset(torch.utils.data.Dataset):
