@@ -93,6 +93,13 @@ def test_missing_stale_and_incomplete_stores_are_refused(tiny_root, tiny_stores,
     store.array("done")[3] = 0
     with pytest.raises(StoreError, match=r"lacks 1 of 8 keyframes.*hvd prep depth-targets"):
         open_stores(incomplete)
+    # ``hvd show`` checks only the rows of its keyframe
+    from pipeline.stages.index import ensure_index
+
+    missing = ensure_index(incomplete, "tiny")[0].tokens.index(store.tokens()[3])
+    assert len(open_stores(incomplete, rows=[r for r in range(8) if r != missing]).paths) == 4
+    with pytest.raises(StoreError, match=r"lacks 1 of 1 keyframes"):
+        open_stores(incomplete, rows=[missing])
 
 
 def _copy_of_the_stores(tiny_root, tiny_stores, root, params=None) -> Catalog:
