@@ -34,6 +34,12 @@ class SegDataConfig(BaseModel):
     augment: bool = True  # rotation U(0, 2 pi) about z, random x and y flips (training only)
 
 
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, ..., 21st, ..."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def downstream_splits(index) -> tuple[np.ndarray, str]:
     """(per row 'train', 'val' or '', where they come from). The devkit's official splits
     (train / mini_train, val / mini_val) when the dataset's scenes are in them, as in SLidR's
@@ -63,8 +69,8 @@ def select_rows(index, split: str, label_fraction: float = 1.0, max_examples: in
         if not scenes:
             k = label_fraction_step(label_fraction)
             raise StoreError(
-                f"label fraction {label_fraction:g} keeps every {k}th of the {len(in_split)} {source} training scenes of {index.path}, "
-                f"counted as SLidR does (the {k}th, {2 * k}th, ... in scene table order): none; use a fraction of at least 1/{len(in_split)} or more scenes"
+                f"label fraction {label_fraction:g} keeps every {ordinal(k)} of the {len(in_split)} {source} training scenes of {index.path}, "
+                f"counted as SLidR does (the {ordinal(k)}, {ordinal(2 * k)}, ... in scene table order): none; use a fraction of at least 1/{len(in_split)} or more scenes"
             )
         rows = rows[np.isin(scene[rows], scenes)]
     rows = rows[:max_examples]

@@ -154,6 +154,22 @@ def test_the_dataset_feeds_the_convention_it_is_given(tiny_catalog):
     assert example["feats"].max() > 1  # raw intensity, 0-255
 
 
+def test_a_label_fraction_that_keeps_no_scene_says_so(tiny_catalog):
+    """The tiny dataset has one official training scene: half of it, counted as SLidR does (the 2nd,
+    4th, ...), is none, and the error says how many there are and what would keep one."""
+    from pipeline.errors import HvdError
+    from pipeline.stages.index import ensure_index
+    from pipeline.train.seg_data import ordinal, select_rows
+
+    index, _ = ensure_index(tiny_catalog, "tiny")
+    with pytest.raises(HvdError) as error:
+        select_rows(index, "train", label_fraction=0.5)
+    assert "every 2nd of the 1 official training scenes" in str(error.value) and "at least 1/1" in str(error.value)
+    rows, scenes = select_rows(index, "train", label_fraction=1.0)
+    assert scenes == ["scene-0061"] and len(rows) == 4
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 100, 101, 112)] == ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "100th", "101st", "112th"]
+
+
 def test_code_in_pretrained_weights_is_refused(tiny_catalog, tmp_path):
     """``--pretrained`` pointing at a pickle that would run code: fine-tuning stops with one line
     naming the file, and the payload never ran."""
