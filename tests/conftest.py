@@ -68,6 +68,19 @@ def tiny_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def kitti_tiny_root(tmp_path_factory) -> Path:
+    """The ``tiny`` synthetic world (seed 0) in SemanticKITTI's format: sequences 00 (train) and 08
+    (val), 16 frames each, generated once in this process (its world stays cached for tests that
+    re-render frames). Read-only."""
+    from pipeline.synth import PRESETS
+    from pipeline.synth.semantickitti import generate
+
+    root = tmp_path_factory.mktemp("synth") / "kitti-tiny"
+    generate(root, PRESETS["tiny"], seed=0, workers=1)
+    return root
+
+
 @pytest.fixture
 def tiny_copy(tiny_root: Path, tmp_path: Path) -> Path:
     """A private copy of the tiny dataset that a test may damage."""
