@@ -47,7 +47,7 @@ ELEVATIONS_DEG = np.concatenate([2.0 - np.arange(32) / 3.0, -8.0 - 5.0 / 6.0 - 0
 LIDAR_HEIGHT_M = 1.73  # KITTI's Velodyne above the ground
 SCAN_PERIOD_US = 100_000  # 10 Hz
 # Azimuth steps of a revolution per preset (the real sensor gives about 2000 per beam at 10 Hz).
-AZIMUTH_STEPS = {"tiny": 480, "demo": 1024, "transfer": 1024}
+AZIMUTH_STEPS = {"tiny": 256, "demo": 1024, "transfer": 1024}
 DEFAULT_AZIMUTH_STEPS = 2048
 # The standard split: sequence names in the order synthetic scenes take them, so that two scenes
 # already have a training (00) and the validation (08) sequence.

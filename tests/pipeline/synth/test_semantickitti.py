@@ -47,7 +47,7 @@ def test_layout_counts_and_text_files(kitti_tiny_root):
         for i in range(16):
             scan, semantic, instance = _read(kitti_tiny_root, sequence, i)
             assert (folder / "labels" / f"{i:06d}.label").stat().st_size == 4 * len(scan)
-            assert len(scan) > 10_000 and set(semantic.tolist()) <= set(kitti.RAW_LABELS)
+            assert len(scan) > 5_000 and set(semantic.tolist()) <= set(kitti.RAW_LABELS)
             assert 0 <= scan[:, 3].min() and scan[:, 3].max() <= 1  # remission
         times = np.loadtxt(folder / "times.txt")
         np.testing.assert_allclose(times, 0.1 * np.arange(16), atol=1e-9)
@@ -85,7 +85,7 @@ def test_points_and_labels_match_the_world(kitti_tiny_root, sequence, scene, fra
     s = world.scenes[scene]
     mount = rigid(np.eye(3), [0.0, 0.0, 1.73])  # KITTI's Velodyne height
     assert len(ELEVATIONS_DEG) == 64 and ELEVATIONS_DEG.max() == 2.0 and -24.9 < ELEVATIONS_DEG.min() < -24
-    truth = render_lidar(world, s, s.start_time_us + frame * 100_000, mount, azimuth_steps=480, elevations_deg=ELEVATIONS_DEG)
+    truth = render_lidar(world, s, s.start_time_us + frame * 100_000, mount, azimuth_steps=256, elevations_deg=ELEVATIONS_DEG)
     scan, semantic, instance = _read(kitti_tiny_root, sequence, frame)
 
     assert len(scan) == len(truth.points)
