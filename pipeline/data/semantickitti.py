@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.sensor_data import load_float_records, read_array
 from pipeline.errors import RowError, SourceError
 
 # Raw label ids of SemanticKITTI (semantic-kitti.yaml "labels").
@@ -146,29 +147,12 @@ def label_fraction_frames(frames_: list[Frame], label_fraction: float) -> list[F
 
 def load_scan(path: Path) -> np.ndarray:
     """(N, 4) float32 x, y, z, remission of a ``velodyne/*.bin`` file, every value finite."""
-    try:
-        raw = np.fromfile(path, dtype=np.float32)
-    except FileNotFoundError:
-        raise RowError(f"{path}: LiDAR file missing") from None
-    except OSError as exc:
-        raise RowError(f"{path}: cannot read LiDAR file ({exc.strerror or exc})") from None
-    if raw.size == 0 or raw.size % 4:
-        raise RowError(f"{path}: truncated LiDAR file ({raw.nbytes} bytes is not a whole number of 16-byte points)")
-    points = raw.reshape(-1, 4)
-    if not np.isfinite(points).all():
-        bad = int(np.flatnonzero(~np.isfinite(points).all(axis=1))[0])
-        raise RowError(f"{path}: point {bad} of {len(points)} has non-finite values {points[bad].tolist()}")
-    return points
+    return load_float_records(path, ("x", "y", "z", "remission"))
 
 
 def load_labels(path: Path, n_points: int) -> tuple[np.ndarray, np.ndarray]:
     """(semantic raw ids uint16, instance ids uint16) of a ``labels/*.label`` file of ``n_points``."""
-    try:
-        raw = np.fromfile(path, dtype=np.uint32)
-    except FileNotFoundError:
-        raise RowError(f"{path}: label file missing (fine-tuning and evaluation need SemanticKITTI's labels)") from None
-    except OSError as exc:
-        raise RowError(f"{path}: cannot read labels ({exc.strerror or exc})") from None
+    raw = read_array(path, np.uint32, "label file", " (fine-tuning and evaluation need SemanticKITTI's labels)")
     if len(raw) != n_points:
         raise RowError(f"{path}: {len(raw)} labels for {n_points} points")
     return (raw & 0xFFFF).astype(np.uint16), (raw >> 16).astype(np.uint16)

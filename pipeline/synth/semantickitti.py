@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +29,9 @@ import numpy as np
 from pipeline.data.classes import LIDARSEG_CLASSES
 from pipeline.data.geometry import invert, rigid
 from pipeline.errors import HvdError
-from pipeline.procs import worker_pool
 from pipeline.synth import layout
 from pipeline.synth.appearance import Material
-from pipeline.synth.generate import _atomic_write, _world
+from pipeline.synth.generate import _atomic_write, _world, run_tasks
 from pipeline.synth.presets import SynthPreset
 from pipeline.synth.render import ego_to_global, render_lidar
 from pipeline.synth.world import Scene, World
@@ -239,24 +237,7 @@ def generate(
     if on_progress:
         on_progress(done, len(tasks))
     args = [(out, preset, seed, i, f, sequence, s.azimuth_steps) for i, f, sequence in todo]
-    if workers <= 1 or len(todo) <= 1:
-        for a in args:
-            render_frame(*a)
-            done += 1
-            if on_progress:
-                on_progress(done, len(tasks))
-    else:
-        with worker_pool(min(workers, len(todo))) as pool:
-            futures = [pool.submit(render_frame, *a) for a in args]
-            try:
-                for fut in as_completed(futures):
-                    fut.result()
-                    done += 1
-                    if on_progress:
-                        on_progress(done, len(tasks))
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+    run_tasks(render_frame, args, workers, done, len(tasks), on_progress)
     for i, sequence in enumerate(s.sequences):
         folder = _seq_dir(out, sequence)
         _atomic_write(folder / "calib.txt", calib_text().encode())

@@ -44,18 +44,19 @@ def _config(catalog: Catalog, out, **over):
 
 
 def test_short_finetune_beats_chance_on_sequence_08(kitti_catalog, tmp_path):
-    """24 steps from scratch on every 2nd frame of sequence 00 (a quarter of the width, BatchNorm
+    """12 steps from scratch on every 2nd frame of sequence 00 (a quarter of the width, BatchNorm
     momentum 0.3 as in the nuScenes test); on sequence 08 the accuracy and mIoU over the 19 classes
-    beat those of guessing each point's class from the label frequencies."""
-    config = _config(kitti_catalog, tmp_path / "run", run={"max_steps": 24}, data={"label_fraction": 0.5})
+    beat those of guessing each point's class from the label frequencies. (After 24 steps the first
+    4 frames of 08 scored accuracy 0.69 against chance 0.27 and mIoU 3.8 times chance's.)"""
+    config = _config(kitti_catalog, tmp_path / "run", run={"max_steps": 12}, data={"label_fraction": 0.5})
     result = train(config, catalog=kitti_catalog)
     assert result["examples"] == 8 and result["scenes"] == ["00"] and result["unit"] == "frames"
     assert result["last"]["ce"] < 0.7 * result["first"]["ce"], result
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["data"]["dataset"] == "semantickitti"
 
-    report = evaluate(tmp_path / "run", num_workers=0, max_examples=6)  # the run's own catalog and dataset
-    assert report["dataset"] == "semantickitti" and report["scenes"] == ["08"] and report["keyframes"] == 6
+    report = evaluate(tmp_path / "run", num_workers=0, max_examples=4)  # the run's own catalog and dataset
+    assert report["dataset"] == "semantickitti" and report["scenes"] == ["08"] and report["keyframes"] == 4
     assert len(report["classes"]) == 19 and report["classes"][0] == "car" and len(report["confusion"]) == 19
     counts = np.asarray(report["confusion"]).sum(axis=1).astype(float)
     p = counts / counts.sum()
