@@ -97,8 +97,9 @@ def finetune(
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="nuscenes (nuScenes-lidarseg, 16 classes) or semantickitti (19 classes; the source must be a SemanticKITTI one: synth-kitti-demo, semantickitti). Default: the preset's (nuscenes); alone, it picks the demo-semantickitti preset.", show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run folder's checkpoint, exactly where it stopped.")] = False,
 ) -> None:
-    """Train a segmentation model on nuScenes-lidarseg (or, with --dataset semantickitti, SemanticKITTI) labels: the MinkUNet34C backbone (pretrained
-    weights loaded by name and shape, or from scratch) with a new 1x1 head over the 16 classes.
+    """Train a segmentation model on nuScenes-lidarseg (or SemanticKITTI) labels: the MinkUNet34C
+    backbone (pretrained weights loaded by name and shape, or from scratch) with a new 1x1 head over
+    the 16 classes (SemanticKITTI's 19).
 
     Cross-entropy + Lovasz-softmax, SGD with a cosine schedule and a separate head learning rate;
     a fraction of the devkit's training scenes (every k-th, as SLidR counts) for few-label

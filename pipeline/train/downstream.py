@@ -46,16 +46,17 @@ class SemanticKittiDataset(SegDataset):
 
 @dataclass
 class Split:
-    """A split ready to batch: ``dataset``, the ``scenes`` (nuScenes) or sequences kept, where the
-    split comes from, and (nuScenes) the index and its rows."""
+    """A split ready to batch: ``dataset``, its ``rows`` (of the index for nuScenes, positions in
+    the frame list for SemanticKITTI), the ``scenes`` (nuScenes) or sequences kept, where the split
+    comes from, and (nuScenes) the index."""
 
     dataset: SegDataset
+    rows: np.ndarray
     scenes: list[str]
     split_source: str
     unit: str  # what one example is: "keyframes" or "frames"
     group: str  # what examples come in: "scenes" or "sequences"
     index: object | None = None
-    rows: np.ndarray | None = None
 
 
 def open_split(catalog, data: SegDataConfig, split: str, *, label_fraction: float = 1.0, max_examples: int | None = None, augment: bool = False, seed: int = 0, input: InputSettings = InputSettings(), source: str | None = None) -> Split:
@@ -72,7 +73,7 @@ def open_split(catalog, data: SegDataConfig, split: str, *, label_fraction: floa
     index, _ = ensure_index(catalog, src.name)
     rows, scenes = select_rows(index, split, label_fraction, max_examples)
     dataset = SegDataset(index, rows, augment=augment, seed=seed, input=input)
-    return Split(dataset, scenes, downstream_splits(index)[1], "keyframes", "scenes", index, rows)
+    return Split(dataset, rows, scenes, downstream_splits(index)[1], "keyframes", "scenes", index)
 
 
 def _semantickitti_split(src, split: str, label_fraction: float, max_examples: int | None, augment: bool, seed: int, input: InputSettings) -> Split:
@@ -85,4 +86,4 @@ def _semantickitti_split(src, split: str, label_fraction: float, max_examples: i
     frames = frames[:max_examples]
     sequences = sorted({f.sequence for f in frames})
     dataset = SemanticKittiDataset(frames, augment=augment, seed=seed, input=input)
-    return Split(dataset, sequences, "SemanticKITTI standard", "frames", "sequences")
+    return Split(dataset, dataset.rows, sequences, "SemanticKITTI standard", "frames", "sequences")

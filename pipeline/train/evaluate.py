@@ -18,8 +18,8 @@ from models.student import sparse_input
 from pipeline.errors import HvdError
 from pipeline.store.config_file import describe_validation_error
 from pipeline.train import seg_metrics
-from pipeline.train.finetune_config import FinetuneConfig
 from pipeline.train.downstream import CLASSES, n_classes, open_split
+from pipeline.train.finetune_config import FinetuneConfig
 from pipeline.train.seg_data import seg_collate
 from pipeline.train.voxelize import InputSettings
 
@@ -81,7 +81,7 @@ def evaluate(
     if export is not None and config.data.dataset != "nuscenes":
         raise HvdError(f"--export writes the nuScenes-lidarseg submission layout; {where['path']} was fine-tuned on {config.data.dataset}")
     data = open_split(catalog, config.data, split, max_examples=max_examples, input=config.model.input, source=source)  # fed as in training
-    rows, scenes, dataset = data.rows if data.rows is not None else np.arange(len(data.dataset)), data.scenes, data.dataset
+    rows, scenes, dataset = data.rows, data.scenes, data.dataset
     submission = Submission.open(export, data.index, rows, max_examples) if export is not None else None
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     net = net.to(device).eval()

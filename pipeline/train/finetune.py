@@ -23,9 +23,9 @@ from models.segmentation import Pretrained, SegmentationNet, load_pretrained, re
 from models.student import sparse_input
 from pipeline.errors import HvdError
 from pipeline.train import finetune_config
+from pipeline.train.downstream import n_classes, open_split
 from pipeline.train.finetune_config import FinetuneConfig
 from pipeline.train.loop import Loop, rank_world, setup_distributed
-from pipeline.train.downstream import n_classes, open_split
 from pipeline.train.seg_data import seg_collate
 from pipeline.train.voxelize import InputSettings
 
