@@ -109,7 +109,10 @@ def _show_source(console: Console, catalog: Catalog, name: str, artifacts: list[
     )
     split = src.split
     seeded = f" (val_fraction {split.val_fraction:g}, seed {split.seed})" if split.kind == "seeded" else ""
-    console.print(f"  pretraining split: {split.kind}{seeded}; fine-tuning and evaluation: the devkit's official splits where it knows the scenes")
+    if src.format == "semantickitti":
+        console.print("  SemanticKITTI format: fine-tuning and evaluation only (--dataset semantickitti), read from sequences/; sequences 00-07 and 09-10 train, 08 validates; no stores")
+    else:
+        console.print(f"  pretraining split: {split.kind}{seeded}; fine-tuning and evaluation: the devkit's official splits where it knows the scenes")
     if not src.dataroot.exists():
         console.print("  [yellow]dataroot not found[/]: generate the data or fix its dataroot")
 

@@ -34,6 +34,7 @@ def synth(
     workers: Annotated[int, typer.Option("--workers", "-j", help="Parallel render processes (default: all cores).", show_default=False)] = 0,
     camera_sweeps: Annotated[Optional[bool], typer.Option("--camera-sweeps/--no-camera-sweeps", help="Also render 12 Hz camera sweeps between keyframes (6x the camera rendering). Default: off.", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing synthetic dataset in --out.")] = False,
+    format: Annotated[str, typer.Option("--format", help="nuscenes (the nuScenes layout, for everything) or semantickitti (SemanticKITTI's layout, a 64-beam HDL-64E at KITTI's mounting: for fine-tuning and evaluation with --dataset semantickitti).")] = "nuscenes",
 ) -> None:
     """Generate a synthetic driving dataset in the exact nuScenes on-disk format.
 
@@ -49,6 +50,11 @@ def synth(
     create_splits_scenes() places each of them and the devkit's LidarSegEval runs on the data.
 
     Re-running with the same options is instant once complete; an interrupted run resumes.
+
+    With --format semantickitti the same world is written as SemanticKITTI instead (default --out
+    data/synth-kitti-PRESET): one sequence per scene (00, 08, 01, 02, ...: the first trains, the second
+    validates), frames at 10 Hz, sequences/NN/velodyne/*.bin, labels/*.label (SemanticKITTI's raw
+    label ids and instance ids), calib.txt, poses.txt, times.txt.
     """
     from dataclasses import replace
 
@@ -58,6 +64,8 @@ def synth(
 
     if preset not in PRESETS:
         raise HvdError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    if format not in ("nuscenes", "semantickitti"):
+        raise HvdError(f"unknown --format {format!r}; choose nuscenes or semantickitti")
     spec = PRESETS[preset]
     if camera_sweeps is not None:
         spec = replace(spec, camera_sweeps=camera_sweeps)
@@ -65,12 +73,15 @@ def synth(
         spec = replace(spec, n_scenes=scenes)
     if version is not None:
         spec = replace(spec, version=version)
+    workers = workers or os.cpu_count() or 1
+    if format == "semantickitti":
+        _synth_semantickitti(out or Path("data") / f"synth-kitti-{preset}", spec, preset, seed, workers, force)
+        return
     try:
         synthetic_scene_names(spec.version, spec.n_scenes)
     except ValueError as exc:
         raise HvdError(f"hvd data synth: {exc}") from None
     out = out or Path("data") / f"synth-{preset}"
-    workers = workers or os.cpu_count() or 1
     start = time.monotonic()
     with progress_bar("synth", "keyframe") as bar:
         manifest = generate(out, spec, seed=seed, workers=workers, force=force, on_progress=bar_updater(bar, preset))
@@ -82,4 +93,21 @@ def synth(
         f"wrote {out} ({spec.version}): {counts['scene']} scenes, {counts['sample']} keyframes, "
         f"{counts['sample_data']} sample_data, {counts['sample_annotation']} annotations "
         f"in {time.monotonic() - start:.1f} s"
+    )
+
+
+def _synth_semantickitti(out: Path, spec, preset: str, seed: int, workers: int, force: bool) -> None:
+    from pipeline.synth import semantickitti
+
+    start = time.monotonic()
+    with progress_bar("synth", "frame") as bar:
+        manifest = semantickitti.generate(out, spec, seed=seed, workers=workers, force=force, on_progress=bar_updater(bar, preset))
+    if manifest.get("already_complete"):
+        console.print(f"{out}: already holds this dataset ('{preset}' in SemanticKITTI's format, seed {seed}); nothing to do (--force regenerates)")
+        return
+    counts = manifest["counts"]
+    sequences = ", ".join(manifest["identity"]["sequences"])
+    console.print(
+        f"wrote {out} (SemanticKITTI): sequences {sequences}, {counts['frames']} frames of {counts['beams']} beams x "
+        f"{counts['azimuth_steps']} azimuth steps in {time.monotonic() - start:.1f} s"
     )

@@ -24,6 +24,9 @@ def eval_command(
     """Score a fine-tuned model: per-point predictions through the voxel inverse map against the
     nuScenes-lidarseg labels (16 classes, ignore excluded, no test-time augmentation).
 
+    A run fine-tuned on SemanticKITTI (--dataset semantickitti) is scored on its validation sequence
+    08 over the 19 classes; the run's config says which dataset, so no option is needed.
+
     Prints per-class IoU, mIoU and accuracy; writes them with the confusion matrix (rows: ground
     truth, columns: prediction) as JSON. The mIoU follows the devkit's LidarSegEval: a class counts
     when it is in the ground truth or predicted. Splits are the devkit's official ones

@@ -94,16 +94,23 @@ def finetune(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (config, checkpoints, TensorBoard).", show_default=False)] = None,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="Stop after this many steps.", show_default=False)] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the head, the batch order and the augmentations.", show_default=False)] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="nuscenes (nuScenes-lidarseg, 16 classes) or semantickitti (19 classes; the source must be a SemanticKITTI one: synth-kitti-demo, semantickitti). Default: the preset's (nuscenes); alone, it picks the demo-semantickitti preset.", show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run folder's checkpoint, exactly where it stopped.")] = False,
 ) -> None:
-    """Train a segmentation model on nuScenes-lidarseg labels: the MinkUNet34C backbone (pretrained
-    weights loaded by name and shape, or from scratch) with a new 1x1 head over the 16 classes.
+    """Train a segmentation model on nuScenes-lidarseg (or SemanticKITTI) labels: the MinkUNet34C
+    backbone (pretrained weights loaded by name and shape, or from scratch) with a new 1x1 head over
+    the 16 classes (SemanticKITTI's 19).
 
     Cross-entropy + Lovasz-softmax, SGD with a cosine schedule and a separate head learning rate;
     a fraction of the devkit's training scenes (every k-th, as SLidR counts) for few-label
     fine-tuning, or the backbone frozen for linear probing. The input convention (voxels, intensity
     scale) is the pretrained weights' own. Prints which pretrained tensors were loaded and which were not. Score the
     result with `hvd eval RUN_FOLDER`.
+
+    SemanticKITTI (--dataset semantickitti, preset semantickitti-1pct for the published setting): the
+    same model, losses and input convention with a head over its 19 classes; sequences 00-07 and 09-10
+    train, 08 validates; a label fraction keeps every k-th training frame from the first (0.01: every
+    100th).
     """
     from pipeline.train import finetune_config
     from pipeline.train.finetune import train
@@ -119,11 +126,18 @@ def finetune(
         overrides["data"]["label_fraction"] = label_fraction
     if seed is not None:
         overrides["run"]["seed"] = seed
-    cfg = finetune_config.build(preset or ("demo" if config is None else None), config, overrides)
+    if dataset is not None:
+        if dataset not in ("nuscenes", "semantickitti"):
+            from pipeline.errors import HvdError
+
+            raise HvdError(f"unknown --dataset {dataset!r}; choose nuscenes or semantickitti")
+        overrides["data"]["dataset"] = dataset
+    default = "demo-semantickitti" if dataset == "semantickitti" else "demo"
+    cfg = finetune_config.build(preset or (default if config is None else None), config, overrides)
 
     def on_loaded(report: dict | None, resolved) -> None:
         console.print(report["summary"] if report else "no pretrained weights: training from scratch", highlight=False)
         console.print(f"input: {resolved.model.input.describe()}", highlight=False)
 
     result = _run(train, cfg, "finetune", resume=resume, on_loaded=on_loaded)
-    console.print(f"{result['examples']} keyframes of {len(result['scenes'])} {result['split_source']} training scenes; run folder: {result['out_dir']} (config.yaml, checkpoint.pt, tensorboard/)", highlight=False)
+    console.print(f"{result['examples']} {result['unit']} of {len(result['scenes'])} {result['split_source']} training {result['group']}; run folder: {result['out_dir']} (config.yaml, checkpoint.pt, tensorboard/)", highlight=False)

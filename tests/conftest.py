@@ -68,6 +68,22 @@ def tiny_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def kitti_tiny_root(tmp_path_factory) -> Path:
+    """The ``tiny`` synthetic world (seed 0) in SemanticKITTI's format: sequences 00 (train) and 08
+    (val), 16 frames each, generated once by ``hvd data synth --format semantickitti`` run in this
+    process (its world stays cached for tests that re-render frames). Read-only."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    root = tmp_path_factory.mktemp("synth") / "kitti-tiny"
+    args = ["data", "synth", "--format", "semantickitti", "--preset", "tiny", "--seed", "0", "--workers", "1", "--out", str(root)]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "sequences 00, 08, 32 frames of 64 beams" in result.output, result.output
+    return root
+
+
 @pytest.fixture
 def tiny_copy(tiny_root: Path, tmp_path: Path) -> Path:
     """A private copy of the tiny dataset that a test may damage."""

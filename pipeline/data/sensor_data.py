@@ -18,21 +18,34 @@ POINT_RANGE_M = ((-51.2, 51.2), (-51.2, 51.2), (-5.0, 3.0))  # docs/METHOD.md se
 def load_points(path: Path) -> np.ndarray:
     """(N, 5) float32 x, y, z, intensity, ring of a ``.pcd.bin`` sweep; every value finite (a NaN
     or infinity fails the row here, naming the file, instead of reaching a loss)."""
+    return load_float_records(path, ("x", "y", "z", "intensity", "ring"))
+
+
+def read_array(path: Path, dtype, what: str, missing: str = "") -> np.ndarray:
+    """The flat contents of a raw binary file; a missing or unreadable file fails its row, naming
+    it (``what``: e.g. 'LiDAR file'; ``missing``: what to add when it does not exist)."""
     try:
-        raw = np.fromfile(path, dtype=np.float32)
+        return np.fromfile(path, dtype=dtype)
     except FileNotFoundError:
-        raise RowError(f"{path}: LiDAR file missing") from None
+        raise RowError(f"{path}: {what} missing{missing}") from None
     except OSError as exc:
-        raise RowError(f"{path}: cannot read LiDAR file ({exc.strerror or exc})") from None
-    if raw.size == 0 or raw.size % 5:
-        raise RowError(f"{path}: truncated LiDAR file ({raw.nbytes} bytes is not a whole number of 20-byte points)")
-    points = raw.reshape(-1, 5)
+        raise RowError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+
+
+def load_float_records(path: Path, fields: tuple[str, ...]) -> np.ndarray:
+    """(N, len(fields)) float32 of a LiDAR file of float32 records (nuScenes' x, y, z, intensity,
+    ring; KITTI's x, y, z, remission), every value finite."""
+    raw = read_array(path, np.float32, "LiDAR file")
+    width = len(fields)
+    if raw.size == 0 or raw.size % width:
+        raise RowError(f"{path}: truncated LiDAR file ({raw.nbytes} bytes is not a whole number of {4 * width}-byte points)")
+    points = raw.reshape(-1, width)
     finite = np.isfinite(points)
     if not finite.all():
         bad = np.flatnonzero(~finite.all(axis=1))
-        fields = [name for name, ok in zip(("x", "y", "z", "intensity", "ring"), finite.all(axis=0)) if not ok]
+        names = [name for name, ok in zip(fields, finite.all(axis=0)) if not ok]
         raise RowError(
-            f"{path}: {len(bad)} of {len(points)} points have non-finite values (in {', '.join(fields)}; first at point {bad[0]}: "
+            f"{path}: {len(bad)} of {len(points)} points have non-finite values (in {', '.join(names)}; first at point {bad[0]}: "
             f"{points[bad[0]].tolist()})"
         )
     return points

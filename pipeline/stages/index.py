@@ -472,6 +472,11 @@ def ensure_index(catalog, source: str | None = None, rebuild: bool = False, on_p
 
     artifact = catalog.artifact("index", source)
     src = artifact.source
+    if src.format != "nuscenes":
+        raise SourceError(
+            f"source {src.name} is a SemanticKITTI dataset ({src.dataroot}): it has no nuScenes tables to index; preprocessing and "
+            "pretraining need a nuScenes-format source, fine-tuning and evaluation read it directly (hvd train finetune --dataset semantickitti)"
+        )
     state = source_state(src)
     meta = read_meta(artifact.path) if _kind(artifact.path) else None
     fresh = meta is not None and meta.complete and meta.fingerprint == artifact.fingerprint and meta.extra.get("source_state") == state

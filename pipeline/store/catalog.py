@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.errors import CatalogError, SourceError
 from pipeline.store.config_file import describe_validation_error, read_yaml
@@ -27,6 +27,7 @@ from pipeline.store.stage import StageInfo, StageTable
 DEFAULT_CATALOG = "data_catalog.yaml"
 SYNTH_MANIFEST = Path("synth") / "manifest.json"
 SOURCE_VERSION = 1  # bump when the meaning of a source fingerprint changes
+SEMANTICKITTI_VERSION = "semantickitti"  # the version a SemanticKITTI source reports
 
 
 class _Spec(BaseModel):
@@ -47,14 +48,25 @@ class SplitSpec(_Spec):
 
 
 class SourceSpec(_Spec):
-    """A nuScenes-format dataset. ``params`` overrides artifact params for this source only,
-    keyed by artifact name (e.g. a smaller teacher input size for a tiny synthetic set)."""
+    """A dataset: nuScenes-format (the default) or, with ``format: semantickitti``, a SemanticKITTI
+    ``dataroot`` holding ``sequences/`` (fine-tuning and evaluation only; its split is the standard
+    one by sequence, so it takes no ``version`` or ``split``). ``params`` overrides artifact params
+    for this source only, keyed by artifact name (e.g. a smaller teacher input size for a tiny
+    synthetic set)."""
 
+    format: Literal["nuscenes", "semantickitti"] = "nuscenes"
     dataroot: str
     version: str
     split: SplitSpec
     description: str = ""
     params: dict[str, dict[str, Any]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _semantickitti_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("format") == "semantickitti":
+            return {"version": SEMANTICKITTI_VERSION, "split": {"kind": "official"}, **data}
+        return data
 
 
 class ArtifactSpec(_Spec):
@@ -87,10 +99,11 @@ class Source:
     split: SplitSpec
     fingerprint: str
     synth: dict[str, Any] | None = field(default=None, hash=False)
+    format: str = "nuscenes"  # or "semantickitti"
 
     def fingerprint_document(self) -> dict[str, Any]:
         """What ``fingerprint`` hashes."""
-        identity = _source_identity(self.name, self.version, self.split, self.synth)
+        identity = _source_identity(self.name, self.version, self.split, self.synth, self.format)
         return fingerprint_document("source", SOURCE_VERSION, identity, {})
 
 
@@ -119,9 +132,10 @@ class Artifact:
 
 
 def _source_identity(
-    name: str, version: str, split: SplitSpec, synth: dict[str, Any] | None
+    name: str, version: str, split: SplitSpec, synth: dict[str, Any] | None, format: str = "nuscenes"
 ) -> dict[str, Any]:
-    return {"name": name, "version": version, "split": split, "synth": synth}
+    identity = {"name": name, "version": version, "split": split, "synth": synth}
+    return identity if format == "nuscenes" else {**identity, "format": format}  # nuScenes fingerprints unchanged
 
 
 def _is_url(path: str) -> bool:
@@ -277,9 +291,9 @@ class Catalog:
             spec = self.spec.sources[name]
             dataroot = _resolve_local(spec.dataroot, self.path.parent)
             synth = _read_synth_identity(dataroot)
-            identity = _source_identity(name, spec.version, spec.split, synth)
+            identity = _source_identity(name, spec.version, spec.split, synth, spec.format)
             fp = fingerprint("source", SOURCE_VERSION, identity, {})
-            self._sources[name] = Source(name, dataroot, spec.version, spec.split, fp, synth)
+            self._sources[name] = Source(name, dataroot, spec.version, spec.split, fp, synth, spec.format)
         return self._sources[name]
 
     def artifact(self, name: str, source: str | None = None) -> Artifact:

@@ -216,6 +216,29 @@ def _manifest(identity: dict, n_scenes: int, complete: bool, counts: dict | None
     return json.dumps(manifest, indent=1).encode()
 
 
+def run_tasks(fn: Callable, tasks: list[tuple], workers: int, done: int, total: int, on_progress: Callable[[int, int], None] | None) -> None:
+    """``fn(*task)`` for every task: here, or in a pool of ``workers`` processes that end with this
+    one (even killed); ``on_progress(done, total)`` after each, counting on from ``done``."""
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            fn(*task)
+            done += 1
+            if on_progress:
+                on_progress(done, total)
+        return
+    with worker_pool(min(workers, len(tasks))) as pool:
+        futures = [pool.submit(fn, *task) for task in tasks]
+        try:
+            for fut in as_completed(futures):
+                fut.result()
+                done += 1
+                if on_progress:
+                    on_progress(done, total)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
 def generate(
     out: Path,
     preset: SynthPreset,
@@ -242,24 +265,7 @@ def generate(
     done = len(tasks) - len(todo)
     if on_progress:
         on_progress(done, len(tasks))
-    if workers <= 1 or len(todo) <= 1:
-        for key in todo:
-            render_task(out, preset, seed, *key, tasks[key])
-            done += 1
-            if on_progress:
-                on_progress(done, len(tasks))
-    else:
-        with worker_pool(min(workers, len(todo))) as pool:  # its workers end with this process, even killed
-            futures = [pool.submit(render_task, out, preset, seed, *key, tasks[key]) for key in todo]
-            try:
-                for fut in as_completed(futures):
-                    fut.result()
-                    done += 1
-                    if on_progress:
-                        on_progress(done, len(tasks))
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+    run_tasks(render_task, [(out, preset, seed, *key, tasks[key]) for key in todo], workers, done, len(tasks), on_progress)
     sightings = []
     for key in sorted(tasks):
         sightings += json.loads((out / MARKERS / f"{key[0]:04d}-{key[1]:04d}.json").read_text())

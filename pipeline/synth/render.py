@@ -29,6 +29,8 @@ class LidarSweep:
     points: np.ndarray  # (N, 5) float32 in the LiDAR frame: x, y, z, intensity, ring
     label: np.ndarray  # (N,) uint8 lidarseg class
     instance: np.ndarray  # (N,) int64 object uid, 0 for stuff
+    material: np.ndarray  # (N,) int16 ``appearance.Material`` of the surface hit (GROUND for the ground)
+    world: np.ndarray  # (N, 3) float64 hit points in the world frame
 
 
 @dataclass
@@ -51,18 +53,22 @@ def _labels(prims, prim: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np
     return label, instance
 
 
-def render_lidar(world: World, scene: Scene, t_us: int, lidar_to_ego: np.ndarray) -> LidarSweep:
-    steps = world.preset.lidar_azimuth_steps
+def render_lidar(
+    world: World, scene: Scene, t_us: int, lidar_to_ego: np.ndarray, *, azimuth_steps: int | None = None, elevations_deg: np.ndarray = sensors.LIDAR_ELEVATIONS_DEG
+) -> LidarSweep:
+    """One sweep of a spinning LiDAR: the preset's azimuth steps and the HDL-32E's beams unless
+    given (the SemanticKITTI export casts a 64-beam sensor through the same code)."""
+    steps = azimuth_steps or world.preset.lidar_azimuth_steps
     lidar_to_world = ego_to_global(scene, t_us) @ lidar_to_ego
     origin, rot = lidar_to_world[:3, 3], lidar_to_world[:3, :3]
     t_s = (t_us - scene.start_time_us) * 1e-6
     prims = materialize(world.objects_near(scene, t_s, origin[:2], sensors.LIDAR_MAX_RANGE_M + 2))
-    local_dirs = sensors.lidar_rays(steps)  # (32, A, 3)
+    local_dirs = sensors.lidar_rays(steps, elevations_deg)  # (beams, A, 3)
     dirs = local_dirs @ rot.T
     hits = cast(origin, dirs, prims, sensors.lidar_regions(prims, invert(lidar_to_world), steps))
     # Spin order: azimuth-major, beams within each firing.
     t, prim, local_dirs, dirs = hits.t.T, hits.prim.T, local_dirs.transpose(1, 0, 2), dirs.transpose(1, 0, 2)
-    ring = np.broadcast_to(np.arange(32, dtype=np.float64), t.shape)
+    ring = np.broadcast_to(np.arange(len(elevations_deg), dtype=np.float64), t.shape)
     keep = (prim != MISS) & (t >= sensors.LIDAR_MIN_RANGE_M) & (t <= sensors.LIDAR_MAX_RANGE_M)
     t, prim, ring, local_dirs, dirs = t[keep], prim[keep], ring[keep], local_dirs[keep], dirs[keep]
     world_pts = origin + t[:, None] * dirs
@@ -76,7 +82,9 @@ def render_lidar(world: World, scene: Scene, t_us: int, lidar_to_ego: np.ndarray
     noise = appearance.jitter(len(t), world.seed + t_us % 1_000_003)
     intensity = appearance.lidar_intensity(reflect, cos_inc, noise)
     points = np.concatenate([t[:, None] * local_dirs, intensity[:, None], ring[:, None]], axis=1)
-    return LidarSweep(points.astype(np.float32), label, instance)
+    material = np.full(len(t), appearance.Material.GROUND, dtype=np.int16)
+    material[~ground] = prims.material[prim[~ground]]
+    return LidarSweep(points.astype(np.float32), label, instance, material, world_pts)
 
 
 def render_camera(

@@ -74,9 +74,10 @@ def camera_rays(intrinsic: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.stack([x, y, np.ones_like(x)], axis=-1)
 
 
-def lidar_rays(azimuth_steps: int) -> np.ndarray:
-    """(32, A, 3) unit directions in the LiDAR frame: beam (ring) by azimuth."""
-    el = np.deg2rad(LIDAR_ELEVATIONS_DEG)[:, None]
+def lidar_rays(azimuth_steps: int, elevations_deg: np.ndarray = LIDAR_ELEVATIONS_DEG) -> np.ndarray:
+    """(B, A, 3) unit directions in the LiDAR frame: beam (ring) by azimuth; B beams at
+    ``elevations_deg`` (the HDL-32E's 32 by default)."""
+    el = np.deg2rad(np.asarray(elevations_deg, dtype=np.float64))[:, None]
     az = (2 * np.pi * np.arange(azimuth_steps) / azimuth_steps)[None, :]
     return np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el) * np.ones_like(az)], axis=-1)
 

@@ -18,8 +18,9 @@ from models.student import sparse_input
 from pipeline.errors import HvdError
 from pipeline.store.config_file import describe_validation_error
 from pipeline.train import seg_metrics
+from pipeline.train.downstream import CLASSES, n_classes, open_split
 from pipeline.train.finetune_config import FinetuneConfig
-from pipeline.train.seg_data import SegDataset, downstream_splits, seg_collate, select_rows
+from pipeline.train.seg_data import seg_collate
 from pipeline.train.voxelize import InputSettings
 
 
@@ -40,7 +41,7 @@ def load_model(checkpoint: Path) -> tuple[SegmentationNet, FinetuneConfig, dict]
         raise HvdError(describe_validation_error(exc, FinetuneConfig, f"{checkpoint} (its config)")) from None
     if config.model.input is None:  # a run from before input conventions were recorded: hvd's default then
         config = config.model_copy(update={"model": config.model.model_copy(update={"input": InputSettings()})})
-    net = SegmentationNet(bn_momentum=config.model.bn_momentum, width=config.model.width or 1.0)
+    net = SegmentationNet(n_classes(config.data.dataset), bn_momentum=config.model.bn_momentum, width=config.model.width or 1.0)
     try:
         net.load_state_dict(state["model"])
     except (RuntimeError, TypeError, AttributeError) as exc:
@@ -50,7 +51,7 @@ def load_model(checkpoint: Path) -> tuple[SegmentationNet, FinetuneConfig, dict]
 
 @torch.no_grad()
 def predict(net: SegmentationNet, batch: dict, device: torch.device) -> np.ndarray:
-    """Per-point class predictions 1..16 of a batch (points of example 0 first)."""
+    """Per-point class predictions 1..C of a batch (points of example 0 first)."""
     logits = net(sparse_input(batch["coords"], [f.to(device) for f in batch["feats"]]))
     return (logits.argmax(dim=1)[batch["inverse"].to(device)] + 1).cpu().numpy()
 
@@ -68,35 +69,36 @@ def evaluate(
     export: Path | None = None,
 ) -> dict:
     """The segmentation report (``pipeline.train.seg_metrics.report``) of a checkpoint on a split,
-    with what was evaluated; ``catalog``: the one the run was trained with unless given. ``export``:
-    also write the predictions in the nuScenes-lidarseg submission layout there (``Submission``)."""
-    from pipeline.stages.index import ensure_index
-
+    with what was evaluated; ``catalog``: the one the run was trained with unless given. The dataset
+    (nuScenes or SemanticKITTI) is the run's own (``data.dataset`` of its config). ``export``: also
+    write the predictions in the nuScenes-lidarseg submission layout there (``Submission``)."""
     net, config, where = load_model(checkpoint)
     if catalog is None:
         from pipeline.stages import Catalog
 
         catalog = Catalog.load(config.data.catalog)
     source = source or config.data.source
-    index, _ = ensure_index(catalog, source)
-    rows, scenes = select_rows(index, split, 1.0, max_examples)
-    submission = Submission.open(export, index, rows, max_examples) if export is not None else None
+    if export is not None and config.data.dataset != "nuscenes":
+        raise HvdError(f"--export writes the nuScenes-lidarseg submission layout; {where['path']} was fine-tuned on {config.data.dataset}")
+    data = open_split(catalog, config.data, split, max_examples=max_examples, input=config.model.input, source=source)  # fed as in training
+    rows, scenes, dataset = data.rows, data.scenes, data.dataset
+    submission = Submission.open(export, data.index, rows, max_examples) if export is not None else None
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     net = net.to(device).eval()
-    dataset = SegDataset(index, rows, augment=False, input=config.model.input)  # fed as in training
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=seg_collate, num_workers=num_workers)
-    matrix = np.zeros((seg_metrics.N_CLASSES, seg_metrics.N_CLASSES), dtype=np.int64)
+    classes = CLASSES[config.data.dataset]
+    matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
     done = 0
     for batch in loader:
         predictions = predict(net, batch, device)
-        matrix += seg_metrics.confusion(batch["labels"].numpy(), predictions)
+        matrix += seg_metrics.confusion(batch["labels"].numpy(), predictions, len(classes))
         if submission is not None:
             submission.add(batch["tokens"], np.split(predictions, np.cumsum(batch["points_per_example"])[:-1]))
         done += batch["size"]
         if on_progress:
             on_progress(done, len(rows))
-    result = seg_metrics.report(matrix)
-    result.update({"checkpoint": where["path"], "step": where["step"], "source": source, "split": split, "split_source": downstream_splits(index)[1], "keyframes": len(rows), "scenes": scenes})
+    result = seg_metrics.report(matrix, classes)
+    result.update({"checkpoint": where["path"], "step": where["step"], "dataset": config.data.dataset, "source": source, "split": split, "split_source": data.split_source, "keyframes": len(rows), "scenes": scenes})
     if submission is not None:
         result["export"] = submission.finish()
     return result

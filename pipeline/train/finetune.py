@@ -23,16 +23,18 @@ from models.segmentation import Pretrained, SegmentationNet, load_pretrained, re
 from models.student import sparse_input
 from pipeline.errors import HvdError
 from pipeline.train import finetune_config
+from pipeline.train.downstream import n_classes, open_split
 from pipeline.train.finetune_config import FinetuneConfig
 from pipeline.train.loop import Loop, rank_world, setup_distributed
-from pipeline.train.seg_data import SegDataset, downstream_splits, seg_collate, select_rows
+from pipeline.train.seg_data import seg_collate
 from pipeline.train.voxelize import InputSettings
 
 IGNORE = -100
 
 
 def targets(labels: torch.Tensor) -> torch.Tensor:
-    """16-class labels 1..16 -> logit indices 0..15; the ignore label 0 -> ``IGNORE``."""
+    """Class labels 1..C (16 for nuScenes, 19 for SemanticKITTI) -> logit indices 0..C-1; the ignore
+    label 0 -> ``IGNORE``."""
     return torch.where(labels > 0, labels - 1, torch.full_like(labels, IGNORE))
 
 
@@ -94,7 +96,7 @@ def resolve_input(config: FinetuneConfig, pretrained: Pretrained | None) -> Fine
 
 def build_net(config: FinetuneConfig) -> tuple[SegmentationNet, dict | None]:
     """The model, with the pretrained backbone loaded when configured; (net, load report)."""
-    net = SegmentationNet(bn_momentum=config.model.bn_momentum, width=config.model.width or 1.0)
+    net = SegmentationNet(n_classes(config.data.dataset), bn_momentum=config.model.bn_momentum, width=config.model.width or 1.0)
     report = None
     if config.model.pretrained:
         report = load_pretrained(net, Path(config.model.pretrained))
@@ -141,14 +143,11 @@ def train(
     on_loaded: Callable[[dict | None, FinetuneConfig], None] | None = None,
 ) -> dict:
     """Train; return {"steps", "first", "last", "out_dir", "load_report", "scenes", "examples"}."""
-    from pipeline.stages.index import ensure_index
-
     device = setup_distributed()
     rank, world = rank_world()
-    index, _ = ensure_index(catalog, config.data.source)
-    rows, scenes = select_rows(index, "train", config.data.label_fraction, config.data.max_examples)
     config = resolve(config)
-    dataset = SegDataset(index, rows, augment=config.data.augment, seed=config.run.seed, input=config.model.input)
+    data = open_split(catalog, config.data, "train", label_fraction=config.data.label_fraction, max_examples=config.data.max_examples, augment=config.data.augment, seed=config.run.seed, input=config.model.input)
+    dataset, scenes = data.dataset, data.scenes
 
     torch.manual_seed(config.run.seed)
     net, report = build_net(config)
@@ -203,5 +202,5 @@ def train(
         before_epoch=frozen_backbone_in_eval_mode if linear else None,
         on_step=on_step,
     )
-    result.update({"load_report": None if report is None else report["summary"], "scenes": scenes, "split_source": downstream_splits(index)[1], "examples": len(dataset)})
+    result.update({"load_report": None if report is None else report["summary"], "scenes": scenes, "split_source": data.split_source, "examples": len(dataset), "unit": data.unit, "group": data.group})
     return loop.summary(result)

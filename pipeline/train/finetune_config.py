@@ -80,6 +80,20 @@ PRESETS: dict[str, dict] = {
         "optim": {"lr": 0.02, "head_lr": 0.2, "epochs": 4},
         "run": {"out_dir": "runs/finetune-demo", "max_steps": 20, "checkpoint_every": 10},
     },
+    # SemanticKITTI, 1 % of the training frames (every 100th): SLidR's semseg_kitti settings (batch 10,
+    # lr 0.05 for backbone and head, BatchNorm momentum 0.02, 25 epochs)
+    "semantickitti-1pct": {
+        "data": {"dataset": "semantickitti", "source": "semantickitti", "label_fraction": 0.01, "batch_size": 10, "num_workers": 6},
+        "model": {"bn_momentum": 0.02},
+        "optim": {"lr": 0.05, "head_lr": None, "epochs": 25},
+        "run": {"out_dir": "runs/finetune-semantickitti-1pct", "checkpoint_every": 500, "log_every": 10},
+    },
+    # the synthetic world in SemanticKITTI's format (hvd data synth --format semantickitti --preset demo)
+    "demo-semantickitti": {
+        "data": {"dataset": "semantickitti", "source": "synth-kitti-demo", "label_fraction": 0.5, "batch_size": 2, "num_workers": 1},
+        "optim": {"lr": 0.02, "head_lr": 0.2, "epochs": 4},
+        "run": {"out_dir": "runs/finetune-demo-semantickitti", "max_steps": 20, "checkpoint_every": 10},
+    },
     "demo-linear": {
         "data": {"source": "synth-demo", "label_fraction": 1.0, "batch_size": 2, "num_workers": 1},
         "model": {"mode": "linear"},

@@ -9,6 +9,7 @@ per point and the voxel inverse map carries predictions back to them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -27,7 +28,8 @@ class SegDataConfig(BaseModel):
 
     catalog: str = "data_catalog.yaml"
     source: str | None = None
-    label_fraction: float = Field(1.0, gt=0, le=1, description="keep every k-th training scene as SLidR counts them (scene table order, the k-th, 2k-th, ...), k = round(1 / fraction): 0.01 -> every 100th")
+    dataset: Literal["nuscenes", "semantickitti"] = Field("nuscenes", description="nuscenes: nuScenes-lidarseg, 16 classes, the devkit's splits; semantickitti: 19 classes, sequences 00-07 and 09-10 train, 08 validates (the source must be of that format)")
+    label_fraction: float = Field(1.0, gt=0, le=1, description="keep every k-th training scene as SLidR counts them (scene table order, the k-th, 2k-th, ...), k = round(1 / fraction): 0.01 -> every 100th; SemanticKITTI: every k-th training frame from the first")
     max_examples: int | None = Field(None, ge=1, description="use only the first N selected keyframes (tests)")
     batch_size: int = Field(16, ge=1)
     num_workers: int = Field(2, ge=0)
@@ -117,19 +119,22 @@ class SegDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> dict:
-        row = int(self.rows[i])
-        record = self.index.record(row)
+    def load(self, i: int) -> tuple[str, np.ndarray, np.ndarray]:
+        """(token, (N, 4) float32 x, y, z, intensity on nuScenes' 0-255 scale, (N,) labels 0..C) of example i."""
+        record = self.index.record(int(self.rows[i]))
         if record["problem"]:
             raise RowError(f"sample {record['token']} ({record['scene']}): {record['problem']}")
         points = load_points(record["lidar_path"])
-        labels = load_labels(record["lidarseg_path"], len(points), record["token"])
+        return record["token"], points[:, :4], load_labels(record["lidarseg_path"], len(points), record["token"])
+
+    def __getitem__(self, i: int) -> dict:
+        token, points, labels = self.load(i)
         xyz = points[:, :3].astype(np.float64)
         if self.augment:
-            xyz = xyz @ rotation_flip(np.random.default_rng([self.seed, self.epoch, row])).T
+            xyz = xyz @ rotation_flip(np.random.default_rng([self.seed, self.epoch, int(self.rows[i])])).T
         voxels, feats = student_input(xyz, points[:, 3], self.input)  # as in pretraining
         return {
-            "token": record["token"],
+            "token": token,
             "coords": voxels.coords,
             "feats": feats,
             "inverse": voxels.inverse,

@@ -40,9 +40,12 @@ def iou(matrix: np.ndarray) -> np.ndarray:
     return out
 
 
-def report(matrix: np.ndarray) -> dict:
+def report(matrix: np.ndarray, class_names: tuple[str, ...] = CLASS_NAMES) -> dict:
     """Everything ``hvd eval`` writes: per-class IoU, mIoU over the classes scored (in the ground
-    truth or predicted), accuracy, the confusion matrix."""
+    truth or predicted), accuracy, the confusion matrix. ``class_names``: of labels 1..C (nuScenes'
+    16 unless given)."""
+    if matrix.shape != (len(class_names), len(class_names)):
+        raise ValueError(f"a {matrix.shape} confusion matrix for {len(class_names)} classes")
     per_class = iou(matrix)
     total = int(matrix.sum())
     in_truth = matrix.sum(axis=1) > 0
@@ -50,10 +53,10 @@ def report(matrix: np.ndarray) -> dict:
         "miou": float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan"),
         "accuracy": float(np.trace(matrix) / total) if total else float("nan"),
         "points": total,
-        "classes": list(CLASS_NAMES),
-        "iou": {name: (None if np.isnan(v) else float(v)) for name, v in zip(CLASS_NAMES, per_class)},
-        "classes_scored": [name for name, v in zip(CLASS_NAMES, per_class) if not np.isnan(v)],
-        "classes_present": [name for name, present in zip(CLASS_NAMES, in_truth) if present],  # in the ground truth
+        "classes": list(class_names),
+        "iou": {name: (None if np.isnan(v) else float(v)) for name, v in zip(class_names, per_class)},
+        "classes_scored": [name for name, v in zip(class_names, per_class) if not np.isnan(v)],
+        "classes_present": [name for name, present in zip(class_names, in_truth) if present],  # in the ground truth
         "confusion": matrix.tolist(),
     }
 

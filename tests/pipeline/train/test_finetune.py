@@ -115,7 +115,7 @@ def test_width_and_input_follow_the_pretraining_checkpoint(tiny_catalog, tmp_pat
     import yaml
 
     from models.student import Student, StudentConfig
-    from pipeline.train import evaluate as evaluate_module
+    from pipeline.train import downstream
     from pipeline.train.seg_data import SegDataset
     from pipeline.train.voxelize import SLIDR_INPUT
 
@@ -130,7 +130,7 @@ def test_width_and_input_follow_the_pretraining_checkpoint(tiny_catalog, tmp_pat
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["config"]["model"]["input"] == slidr
     assert "of another shape" not in result["load_report"] and "tensors loaded" in result["load_report"]
     fed = []
-    monkeypatch.setattr(evaluate_module, "SegDataset", lambda *a, **kw: fed.append(kw["input"]) or SegDataset(*a, **kw))
+    monkeypatch.setattr(downstream, "SegDataset", lambda *a, **kw: fed.append(kw["input"]) or SegDataset(*a, **kw))
     report = evaluate(tmp_path / "run", catalog=tiny_catalog, num_workers=0, max_examples=1)
     assert report["keyframes"] == 1 and fed == [SLIDR_INPUT]
 
