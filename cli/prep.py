@@ -168,7 +168,7 @@ _COMMON = """
 _prep_command(
     "superpixels",
     ["superpixels"],
-    "Superpixels of every camera image by the catalog's algorithm (OpenCV's SLIC at half resolution by\n"
+    "Superpixels of every camera image by the catalog's algorithm (OpenCV's SLIC at quarter resolution by\n"
     "    default; skimage_slic: the reference's scikit-image SLIC, n_segments 150, compactness 6, sigma 3),\n"
     "    relabelled densely, with the segment count per image.",
 )

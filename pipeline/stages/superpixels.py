@@ -61,7 +61,7 @@ class OpencvSlic(OpencvSlico):
 
     n_segments: int = Field(120, ge=2, le=60000)
     ruler: float = Field(10.0, gt=0)
-    working_scale: float = Field(0.5, gt=0, le=1)
+    working_scale: float = Field(0.25, gt=0, le=1)
 
 
 class SuperpixelParams(BaseModel):
