@@ -251,9 +251,16 @@ def bench_prep_command(catalog, source: str) -> dict:
 
     env = {**os.environ, "COLUMNS": "200"}
     repo = Path(__file__).resolve().parents[1]
-    start = time.perf_counter()
+    import resource
+
+    def cpu_children() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    start, cpu = time.perf_counter(), cpu_children()
     noop = subprocess.run(_hvd("prep", "all", "--catalog", str(catalog.path), "--source", source), cwd=repo, env=env, capture_output=True, text=True)
-    noop_s = time.perf_counter() - start
+    noop_s, noop_cpu = time.perf_counter() - start, cpu_children() - cpu
+    load = os.getloadavg()[0]
     if noop.returncode != 0 or "nothing to compute" not in noop.stderr:
         raise SystemExit(f"`hvd prep all --source {source}` had work to do or failed: run it first\n{noop.stderr}")
 
@@ -281,7 +288,7 @@ def bench_prep_command(catalog, source: str) -> dict:
         total = time.perf_counter() - start
         if proc.returncode != 0:
             raise SystemExit(f"`hvd prep superpixels` failed:\n{err}")
-    return {"noop_s": noop_s, "first_keyframe_s": first if first is not None else total, "superpixels_s": total}
+    return {"noop_s": noop_s, "noop_cpu_s": noop_cpu, "load": load, "first_keyframe_s": first if first is not None else total, "superpixels_s": total}
 
 
 def main() -> None:
@@ -336,7 +343,7 @@ def main() -> None:
     if "command" not in args.skip:
         cmd = bench_prep_command(catalog, args.source)
         print("\n| hvd prep | wall seconds |\n|---|---|")
-        print(f"| `hvd prep all --source {args.source}`, every store complete (nothing to compute) | {cmd['noop_s']:.2f} |")
+        print(f"| `hvd prep all --source {args.source}`, every store complete (nothing to compute) | {cmd['noop_s']:.2f} (CPU {cmd['noop_cpu_s']:.2f} s; load average {cmd['load']:.1f}) |")
         print(f"| `hvd prep superpixels` into an empty store root: first keyframe stored | {cmd['first_keyframe_s']:.1f} |")
         print(f"| `hvd prep superpixels` into an empty store root: all {len(index)} keyframes | {cmd['superpixels_s']:.1f} |")
 
