@@ -50,7 +50,7 @@ VARIANTS = [
     ("skimage_slic, half resolution", {"algorithm": "skimage_slic", "skimage_slic": {"working_scale": 0.5}}),
     ("opencv_slico, full resolution", {"algorithm": "opencv_slico"}),
     ("opencv_slic, full resolution", {"algorithm": "opencv_slic", "opencv_slic": {"working_scale": 1.0}}),
-    ("opencv_slic, catalog default", {"algorithm": "opencv_slic"}),
+    ("opencv_slic, quarter resolution", {"algorithm": "opencv_slic", "opencv_slic": {"working_scale": 0.25}}),
 ]
 
 
@@ -240,30 +240,35 @@ def _hvd(*args: str) -> list[str]:
     return [sys.executable, "-m", "cli.main", *args]
 
 
-def bench_prep_command(catalog, source: str) -> dict:
-    """Wall seconds of ``hvd prep all`` on the complete source (nothing to compute), and of
-    ``hvd prep superpixels`` into an empty store root (the source's index copied, so only
-    superpixels compute): until its first keyframe is stored, and in all."""
-    import shutil
-    import subprocess
-
-    import yaml
-
-    env = {**os.environ, "COLUMNS": "200"}
-    repo = Path(__file__).resolve().parents[1]
+def bench_noop(catalog, source: str) -> dict:
+    """Wall and CPU seconds of ``hvd prep all`` on the complete source (nothing to compute)."""
     import resource
+    import subprocess
 
     def cpu_children() -> float:
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         return usage.ru_utime + usage.ru_stime
 
+    repo = Path(__file__).resolve().parents[1]
     start, cpu = time.perf_counter(), cpu_children()
-    noop = subprocess.run(_hvd("prep", "all", "--catalog", str(catalog.path), "--source", source), cwd=repo, env=env, capture_output=True, text=True)
-    noop_s, noop_cpu = time.perf_counter() - start, cpu_children() - cpu
-    load = os.getloadavg()[0]
+    noop = subprocess.run(_hvd("prep", "all", "--catalog", str(catalog.path), "--source", source), cwd=repo, env={**os.environ, "COLUMNS": "200"}, capture_output=True, text=True)
+    wall, used = time.perf_counter() - start, cpu_children() - cpu
     if noop.returncode != 0 or "nothing to compute" not in noop.stderr:
         raise SystemExit(f"`hvd prep all --source {source}` had work to do or failed: run it first\n{noop.stderr}")
+    return {"noop_s": wall, "noop_cpu_s": used, "load": os.getloadavg()[0]}
 
+
+def bench_first_keyframe(catalog, source: str) -> dict:
+    """Wall seconds of ``hvd prep superpixels`` into an empty store root (the source's index copied,
+    so only superpixels compute): until its first keyframe is stored, and in all."""
+    import shutil
+    import subprocess
+
+    import yaml
+
+    from pipeline.stages import Catalog
+
+    repo = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as tmp:
         spec = yaml.safe_load(Path(catalog.path).read_text())
         spec["store_root"] = str(Path(tmp) / "stores")
@@ -274,11 +279,10 @@ def bench_prep_command(catalog, source: str) -> dict:
         index_path = Path(catalog.artifact("index", source).path)
         (Path(tmp) / "stores" / source).mkdir(parents=True)
         shutil.copy(index_path, Path(tmp) / "stores" / source / index_path.name)
-        from pipeline.stages import Catalog
-
         store = Path(Catalog.load(path).artifact("superpixels", source).path)
         start = time.perf_counter()
-        proc = subprocess.Popen(_hvd("prep", "superpixels", "--catalog", str(path), "--source", source), cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        command = _hvd("prep", "superpixels", "--catalog", str(path), "--source", source)
+        proc = subprocess.Popen(command, cwd=repo, env={**os.environ, "COLUMNS": "200"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         first = None
         while proc.poll() is None and first is None:
             if (store / "done" / "c").is_dir() and any((store / "done" / "c").iterdir()):
@@ -288,7 +292,7 @@ def bench_prep_command(catalog, source: str) -> dict:
         total = time.perf_counter() - start
         if proc.returncode != 0:
             raise SystemExit(f"`hvd prep superpixels` failed:\n{err}")
-    return {"noop_s": noop_s, "noop_cpu_s": noop_cpu, "load": load, "first_keyframe_s": first if first is not None else total, "superpixels_s": total}
+    return {"first_keyframe_s": first if first is not None else total, "superpixels_s": total, "load": os.getloadavg()[0]}
 
 
 def main() -> None:
@@ -299,7 +303,7 @@ def main() -> None:
     parser.add_argument("--mini-images", type=int, default=8, help="1600x900 images rendered from the mini preset's world (seed 0)")
     parser.add_argument("--examples", type=int, default=40, help="keyframes for the correspondence timing")
     parser.add_argument("--tune", action="store_true", help="print the opencv_slic tuning grid on tuning images (mini world, seed 1) and exit")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["superpixels", "correspondences", "command"], help="parts to leave out")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["superpixels", "correspondences", "noop", "first-keyframe"], help="parts to leave out")
     args = parser.parse_args()
 
     print(f"# bench/prep.py, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
@@ -340,11 +344,14 @@ def main() -> None:
         print(f"| ours: read from the store, chunk files decoded directly (the training read path) | {corr['ours_ex_s']:.1f} | {corr['ours_ex_s'] / corr['reference_ex_s']:.1f}× | {corr['pairs_per_example_ours']:.0f} |")
         print("\n(pairings differ slightly: ours drop points outside the method's range and keep the rounded pixel inside the image)")
 
-    if "command" not in args.skip:
-        cmd = bench_prep_command(catalog, args.source)
+    if "noop" not in args.skip or "first-keyframe" not in args.skip:
         print("\n| hvd prep | wall seconds |\n|---|---|")
+    if "noop" not in args.skip:
+        cmd = bench_noop(catalog, args.source)
         print(f"| `hvd prep all --source {args.source}`, every store complete (nothing to compute) | {cmd['noop_s']:.2f} (CPU {cmd['noop_cpu_s']:.2f} s; load average {cmd['load']:.1f}) |")
-        print(f"| `hvd prep superpixels` into an empty store root: first keyframe stored | {cmd['first_keyframe_s']:.1f} |")
+    if "first-keyframe" not in args.skip:
+        cmd = bench_first_keyframe(catalog, args.source)
+        print(f"| `hvd prep superpixels` into an empty store root: first keyframe stored (load average {cmd['load']:.1f}) | {cmd['first_keyframe_s']:.1f} |")
         print(f"| `hvd prep superpixels` into an empty store root: all {len(index)} keyframes | {cmd['superpixels_s']:.1f} |")
 
 
