@@ -64,8 +64,33 @@ AddressOption = Annotated[
 BatchOption = Annotated[int, typer.Option("--batch-rows", min=0, help="Keyframes per Dask task (0: automatic).")]
 
 
+def _up_to_date(cat, stages: list[str], source) -> list[dict]:
+    """The summaries of the stages with nothing to compute, read from their stores alone."""
+    from pipeline.stages.index import ensure_index
+    from pipeline.store.runner import up_to_date
+
+    index, _ = ensure_index(cat, source)
+    found = (up_to_date(cat, stage, source, index) for stage in stages)
+    return [summary.__dict__ for summary in found if summary is not None]
+
+
 def _run(stages: list[str], catalog, source, workers: int, dask_address, batch_rows: int) -> None:
-    """Run stages as the Prefect ``prep`` flow with a progress bar per stage; print a summary."""
+    """Run stages as the Prefect ``prep`` flow with a progress bar per stage; print a summary.
+    Stages whose stores are already complete are reported and left out before Prefect's server
+    or a Dask cluster starts: with nothing to compute, neither starts."""
+    from pipeline.stages import Catalog
+
+    start = time.monotonic()
+    cat = Catalog.load(catalog)  # fail fast, before Prefect and Dask start
+    for stage in stages:
+        cat.artifact(stage, source)
+    order = list(stages)
+    done = _up_to_date(cat, stages, source)
+    stages = [stage for stage in stages if stage not in {s["artifact"] for s in done}]
+    if not stages:
+        _print_summaries(done)
+        console.print(f"nothing to compute: every store is complete (checked in {time.monotonic() - start:.1f} s)", highlight=False)
+        return
     from flows.settings import configure_prefect, quiet_run_logs
 
     configure_prefect()
@@ -74,12 +99,8 @@ def _run(stages: list[str], catalog, source, workers: int, dask_address, batch_r
     from flows.config import DaskConfig, PrepConfig
     from flows.prep import prep
     from pipeline.procs import reaper
-    from pipeline.stages import Catalog
     from pipeline.store.runner import StageFailed
 
-    cat = Catalog.load(catalog)  # fail fast, before Prefect and Dask start
-    for stage in stages:
-        cat.artifact(stage, source)
     config = PrepConfig(
         catalog=str(cat.path), source=source, stages=stages, dask=DaskConfig(address=dask_address, workers=workers), batch_rows=batch_rows
     )
@@ -90,7 +111,6 @@ def _run(stages: list[str], catalog, source, workers: int, dask_address, batch_r
             tasks[stage] = bar.add_task(stage, total=max(total, 1))
         bar.update(tasks[stage], completed=done if total else 1, description=stage)
 
-    start = time.monotonic()
     failure = None
     # the reaper: Prefect's temporary API server and the Dask processes must not outlive this
     # command when it is killed (SIGKILL or SIGTERM run no code here to stop them)
@@ -99,7 +119,7 @@ def _run(stages: list[str], catalog, source, workers: int, dask_address, batch_r
             summaries = prep(config)
         except StageFailed as exc:
             failure, summaries = exc, [s.__dict__ for s in exc.summaries]
-    _print_summaries(summaries)
+    _print_summaries(sorted(done + summaries, key=lambda s: order.index(s["artifact"]) if s["artifact"] in order else len(order)))
     if failure:
         raise failure
     console.print(f"done in {time.monotonic() - start:.1f} s; `hvd catalog show` lists the stores", highlight=False)
@@ -140,14 +160,17 @@ _COMMON = """
     are computed, so a killed run resumes and a grown dataset computes only its new keyframes; each
     keyframe is written to its own chunks and marked done last. A keyframe whose files are missing
     or corrupt fails alone: the command names the sample and file, exits non-zero, and a re-run
-    computes just the failed keyframes.
+    computes just the failed keyframes. The stores are checked first: stages with nothing left to
+    compute are reported as such, and when no stage has anything to compute the command returns
+    without starting Prefect or Dask.
     """
 
 _prep_command(
     "superpixels",
     ["superpixels"],
-    "SLIC superpixels of every camera image (n_segments 150, compactness 6, sigma 3 at full resolution;\n"
-    "    see the catalog's superpixels params), relabelled densely, with the segment count per image.",
+    "Superpixels of every camera image by the catalog's algorithm (OpenCV's SLIC at quarter resolution by\n"
+    "    default; skimage_slic: the reference's scikit-image SLIC, n_segments 150, compactness 6, sigma 3),\n"
+    "    relabelled densely, with the segment count per image.",
 )
 _prep_command(
     "correspondences",

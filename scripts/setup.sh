@@ -5,7 +5,8 @@
 #   1. a Python 3.10-3.12 virtualenv in .venv (HVD_VENV overrides)
 #   2. torch, CPU build, pinned (HVD_TORCH overrides) -- installed first so that no other package
 #      pulls the multi-GB CUDA build; every later install is constrained to it
-#   3. hvd itself (editable) with its dependencies, constrained by constraints.txt
+#   3. hvd itself (editable) with its dependencies, constrained by constraints.txt, then OpenCV's
+#      contrib wheel over nuscenes-devkit's OpenCV at the same version (cv2.ximgproc)
 #   4. MinkowskiEngine 0.5.4 built CPU-only against OpenBLAS (Debian's libopenblas-dev, installed
 #      with apt-get when missing; about 8 minutes on 2 cores, then cached by pip)
 set -euo pipefail
@@ -55,6 +56,21 @@ say "installing hvd and its dependencies (constrained to the installed torch)"
 "${PIP[@]}" install -q -c "$CONSTRAINTS" -e ".[dev]" "setuptools>=78,<80" wheel ninja 2>&1 \
     | grep -v "is ignored: it is neither a file nor a directory" || true
 "$VPY" -c "import pipeline, cli, zarr, nuscenes" >/dev/null
+
+# --- 3b. OpenCV's contrib modules ----------------------------------------------------------------
+# nuscenes-devkit needs opencv-python-headless; the superpixel algorithms opencv_slic / opencv_slico
+# need cv2.ximgproc, which only opencv-contrib-python-headless has. Both wheels install the same cv2
+# package, the contrib one a superset: whichever pip installed last wins, so (re)install the contrib
+# wheel last, at the version of the installed opencv-python-headless, until cv2.ximgproc imports.
+ximgproc_ok() { "$VPY" -c "import cv2; cv2.ximgproc.createSuperpixelSLIC" >/dev/null 2>&1; }
+if ! ximgproc_ok; then
+    CV=$("$VPY" -c "from importlib.metadata import version; print(version('opencv-python-headless'))" 2>/dev/null \
+        || sed -n 's/^opencv-contrib-python-headless==//p' constraints.txt)
+    say "installing opencv-contrib-python-headless==$CV over opencv-python-headless (for cv2.ximgproc)"
+    "${PIP[@]}" install -q --no-deps --force-reinstall "opencv-contrib-python-headless==$CV" 2>&1 \
+        | grep -v "is ignored: it is neither a file nor a directory" || true
+    ximgproc_ok || { echo "cv2.ximgproc does not import after installing opencv-contrib-python-headless==$CV" >&2; exit 1; }
+fi
 
 # --- 4. MinkowskiEngine, CPU only ----------------------------------------------------------------
 me_ok() {

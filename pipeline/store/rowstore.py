@@ -34,6 +34,7 @@ marks damaged rows not done, so the next ``hvd prep`` recomputes just those.
 
 from __future__ import annotations
 
+import os
 import zlib
 from dataclasses import dataclass
 
@@ -128,12 +129,83 @@ def _get(array, selection, name: str, row: int | None):
         raise Damage(name, row, f"undecodable chunk ({type(exc).__name__}: {exc})") from exc
 
 
+class _ChunkFiles:
+    """Reads a row's chunks of a local store's array straight from their files, decoding them with
+    numcodecs: what zarr does for these arrays, without its per-call machinery (an event loop in
+    another thread, selection planning), which costs milliseconds per read and made reading a row
+    slower than the arithmetic a training example does with it. Only for the layouts ``RowStore``
+    creates: one row per chunk, bytes (little-endian) then Blosc or Zstd, whole trailing axes per
+    chunk; ``of`` returns None for anything else, and readers use zarr."""
+
+    def __init__(self, folder: str, array, codec) -> None:
+        self.folder, self.array, self.codec = folder, array, codec
+        self.dtype = np.dtype(array.dtype).newbyteorder("<")
+        self.chunk = tuple(array.chunks)  # (1, ...): one row
+        self.fill = np.asarray(array.fill_value, dtype=self.dtype)
+
+    @classmethod
+    def of(cls, path: str, name: str, array) -> _ChunkFiles | None:
+        if "://" in path or not os.path.isdir(os.path.join(path, name)):
+            return None
+        try:
+            import numcodecs
+            from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
+
+            meta = array.metadata
+            codecs = getattr(meta, "codecs", ())
+            encoding = getattr(meta, "chunk_key_encoding", None)
+            if (
+                len(codecs) != 2
+                or not isinstance(codecs[0], BytesCodec)
+                or str(getattr(codecs[0].endian, "value", codecs[0].endian)) != "little"
+                or not isinstance(codecs[1], (BloscCodec, ZstdCodec))
+                or getattr(encoding, "separator", None) != "/"
+                or array.chunks[0] != 1
+                or (array.ndim > 2 and tuple(array.chunks[2:]) != tuple(array.shape[2:]))
+                or np.dtype(array.dtype).kind not in "biuf"
+            ):
+                return None
+            codec = numcodecs.Blosc() if isinstance(codecs[1], BloscCodec) else numcodecs.Zstd()
+            return cls(os.path.join(path, name), array, codec)
+        except Exception:  # another zarr version's metadata: let zarr read it
+            return None
+
+    def read(self, name: str, row: int, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """``array[row]`` (a per-row scalar), or ``array[row, lo:hi]``."""
+        if self.array.ndim == 1:
+            return self._chunk(name, row, (row,)).reshape(())
+        size, extent = self.chunk[1], self.array.shape[1]
+        hi = extent if hi is None else min(hi, extent)
+        first, last = lo // size, max(-(-hi // size), lo // size + 1)
+        tail = (0,) * (self.array.ndim - 2)
+        parts = [self._chunk(name, row, (row, k, *tail)) for k in range(first, last)]
+        data = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return data[lo - first * size : hi - first * size]
+
+    def _chunk(self, name: str, row: int, coords: tuple[int, ...]) -> np.ndarray:
+        file = os.path.join(self.folder, "c", *map(str, coords))
+        try:
+            with open(file, "rb") as handle:
+                raw = handle.read()
+        except FileNotFoundError:  # never written, or all fill values (zarr stores no such chunk)
+            return np.full(self.chunk[1:], self.fill, dtype=self.dtype)
+        except OSError as exc:
+            raise Damage(name, row, f"unreadable chunk {file} ({exc})") from exc
+        out = np.empty(self.chunk, dtype=self.dtype)
+        try:
+            self.codec.decode(raw, out=out)
+        except Exception as exc:
+            raise Damage(name, row, f"undecodable chunk ({type(exc).__name__}: {exc})") from exc
+        return out[0]
+
+
 class RowStore:
     def __init__(self, path: str, group) -> None:
         self.path = path
         self.group = group
         self._rows: dict[str, int] | None = None
         self._arrays: dict = {}  # array handles: looking one up reads its metadata
+        self._files: dict[str, _ChunkFiles | None] = {}  # direct chunk readers (local stores)
         self._check_row: tuple[int, np.ndarray] | None = None  # (row, its check) of the last row read
         self._checks_layout: dict | None = None
 
@@ -144,6 +216,17 @@ class RowStore:
             except Exception as exc:  # its zarr.json deleted or damaged
                 raise StoreError(f"{self.path}: the array {name} cannot be opened ({type(exc).__name__}: {exc}); delete the store to rebuild it") from exc
         return self._arrays[name]
+
+    def _row_part(self, name: str, row: int, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """``array[row]`` (a per-row scalar) or ``array[row, lo:hi]``, unverified: from the chunk
+        files when the store is local, else through zarr (``Damage`` if undecodable)."""
+        if name not in self._files:
+            self._files[name] = _ChunkFiles.of(self.path, name, self.array(name))
+        files = self._files[name]
+        if files is not None:
+            return files.read(name, row, lo, hi)
+        array = self.array(name)
+        return _get(array, row if array.ndim == 1 else (row, slice(lo, hi)), name, row)
 
     # --- driver side ---------------------------------------------------------------------------------
 
@@ -362,9 +445,9 @@ class RowStore:
         array = self.array(name)
         check = self._check(name, row, strict)
         if check is None:
-            return _get(array, row if array.ndim == 1 else (row, slice(start, stop)), name, row)
+            return self._row_part(name, row, start, stop)
         if array.ndim == 1:
-            value = _get(array, row, name, row)
+            value = self._row_part(name, row)
             if crc(value) != check[0]:
                 raise Damage(name, row, self._mismatch(array, value, "the value"))
             return value
@@ -376,7 +459,7 @@ class RowStore:
         first, last = start // size, min(-(-stop // size), -(-written // size))
         lo = min(start, first * size)
         hi = max(stop, min(written, last * size))
-        data = _get(array, (row, slice(lo, hi)), name, row)
+        data = self._row_part(name, row, lo, hi)
         for k in range(first, last):
             a, b = k * size, min((k + 1) * size, written)
             part = data[(slice(a - lo, b - lo), *(slice(0, int(e)) for e in extent[1:]))]
@@ -397,7 +480,7 @@ class RowStore:
                 raise Unverifiable()
             return None
         if self._check_row is None or self._check_row[0] != row:
-            self._check_row = (row, _get(self.array(CHECK), row, CHECK, row))
+            self._check_row = (row, self._row_part(CHECK, row))
         check = self._segment(self._check_row[1], name)
         if check[0] == UNRECORDED:
             if self._done_of(row) == 0:

@@ -109,6 +109,31 @@ def plan(catalog, name: str, source: str | None = None, on_index_progress=None) 
     return Plan(artifact, index, store, rows, todo, inputs, catalog.stages, hashes, notes)
 
 
+def up_to_date(catalog, name: str, source: str | None = None, index=None) -> Summary | None:
+    """The summary of a stage with nothing to compute (its store complete for its fingerprint and
+    every row done for its current inputs), else None. Reads only: no store is created or
+    changed, so callers check this before starting anything (``hvd prep`` starts neither Prefect
+    nor Dask when every stage is up to date). ``index``: the source's index, if already loaded."""
+    from pipeline.store.stores import read_meta
+
+    artifact = catalog.artifact(name, source)
+    if not _exists(artifact.path):
+        return None
+    meta = read_meta(artifact.path)
+    if meta is None or not meta.complete or meta.fingerprint != artifact.fingerprint:
+        return None
+    if index is None:
+        index, _ = catalog.stages.ensure_index(catalog, artifact.source.name)
+    store = RowStore.open(artifact.path)
+    rows = [store.row_of(token) for token in index.tokens]
+    if any(row is None for row in rows):
+        return None
+    hashes = row_hashes(catalog.stages.module(artifact.stage.name), artifact.params, index)
+    if store.pending(np.array(rows, dtype=np.int64), hashes).any():
+        return None
+    return Summary(artifact=name, path=artifact.path, total=len(index), skipped=len(index), complete=True)
+
+
 def row_hashes(module, params, index) -> list[str]:
     """What each index row of a stage is done for: its records and the state of the files the stage
     reads (the module's ``reads(params)``; every file if it names none), so a changed file makes

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from pipeline.stages import Catalog
 from pipeline.store.runner import run_local
 from pipeline.store.stores import read_meta
@@ -89,3 +91,30 @@ def test_a_missing_file_fails_its_keyframe_and_a_rerun_finishes_it(tiny_copy, tm
     assert fixed.returncode == 0, fixed.stderr
     assert "1 computed, 7 already done, 0 failed" in " ".join(fixed.stderr.split())
     assert read_meta(catalog.artifact("correspondences").path).complete
+
+
+def test_prep_with_nothing_to_compute_starts_neither_prefect_nor_dask(tiny_stores, monkeypatch, capsys):
+    """The stores are checked before Prefect or Dask start: with every store complete the command
+    reports them and returns; otherwise only the stages with work go to the flow."""
+    import cli.prep
+    import flows.settings
+    from pipeline.stages import PREP_STAGES
+
+    class Started(Exception):
+        pass
+
+    def refuse() -> None:
+        raise Started("Prefect was configured")
+
+    monkeypatch.setattr(flows.settings, "configure_prefect", refuse)
+    cli.prep._run(list(PREP_STAGES), str(tiny_stores.path), None, 1, None, 0)
+    said = " ".join(capsys.readouterr().err.split())
+    assert "nothing to compute" in said
+    for name in PREP_STAGES:
+        assert f"{name}: 0 computed, 8 already done, 0 failed of 8 keyframes" in said
+
+    changed = Path(tiny_stores.path).with_name("changed.yaml")  # same stores, another superpixel algorithm: that stage has work
+    changed.write_text(Path(tiny_stores.path).read_text().replace("stage: superpixels", "stage: superpixels\n    params: {algorithm: opencv_slico}"))
+    assert Catalog.load(changed).artifact("superpixels").path != tiny_stores.artifact("superpixels").path
+    with pytest.raises(Started):
+        cli.prep._run(list(PREP_STAGES), str(changed), None, 1, None, 0)

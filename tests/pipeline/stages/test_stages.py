@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.data.sensor_data import in_range, load_image, load_points
+from pipeline.data.sensor_data import in_range, load_points
 from pipeline.stages import Catalog, correspondences, superpixels
 from pipeline.stages.index import ensure_index
 from pipeline.store.rowstore import RowStore
@@ -108,13 +108,63 @@ def test_superpixels_are_dense_slic_labels(built, tiny_root):
     params = superpixels.SuperpixelParams()
     record = index.record(3)
     labels, count = store.read("labels", store.row_of(record["token"])), store.read("count", store.row_of(record["token"]))
-    assert labels.shape == (6, PRESETS["tiny"].image_height, PRESETS["tiny"].image_width)
+    assert labels.shape == (6, *superpixels.sizes(params, (PRESETS["tiny"].image_height, PRESETS["tiny"].image_width))[1])
     for c in range(6):
         assert set(np.unique(labels[c])) == set(range(count[c])) and 20 <= count[c] <= 255
-    rgb = load_image(record["cam_paths"][2])
-    expected, n = superpixels.densify(superpixels.segment(rgb, params, rgb.shape[1]), rgb.shape[:2])
+    expected, n = superpixels.label_map(record["cam_paths"][2], params, tuple(record["image_hw"][2]))
     np.testing.assert_array_equal(labels[2], expected)
     assert n == count[2]
+
+
+@pytest.mark.parametrize("algorithm", superpixels.ALGORITHMS)
+def test_each_superpixel_algorithm_stores_dense_ids_and_counts_in_its_own_store(algorithm, built, tiny_root, tmp_path):
+    """Every algorithm fills the same layout: per image dense ids 0..count-1 and the count; the
+    stored map is the algorithm's own (recomputed here); each algorithm has its own store."""
+    catalog = built if algorithm == superpixels.SuperpixelParams().algorithm else Catalog.load(
+        catalog_for(tmp_path, tiny_root, params={"superpixels": {"algorithm": algorithm}}, stages=True)
+    )
+    artifact = catalog.artifact("superpixels")
+    assert artifact.params.algorithm == algorithm
+    assert (artifact.path == built.artifact("superpixels").path) == (catalog is built)
+    if catalog is not built:
+        summary = run_local(catalog, "superpixels")
+        assert summary.complete and summary.computed == 8, summary
+    store = RowStore.open(artifact.path)
+    assert read_meta(artifact.path).params["algorithm"] == algorithm
+    index, _ = ensure_index(catalog)
+    counts = []
+    for row in range(len(index)):
+        record = index.record(row)
+        labels, count = store.read("labels", store.row_of(record["token"])), store.read("count", store.row_of(record["token"]))
+        for c in range(6):
+            assert np.array_equal(np.unique(labels[c]), np.arange(count[c])), (row, c)
+        counts += count.tolist()
+    assert 20 <= min(counts) and max(counts) <= 255, counts
+    expected, n = superpixels.label_map(record["cam_paths"][4], artifact.params, tuple(record["image_hw"][4]))
+    np.testing.assert_array_equal(labels[4], expected)
+    assert n == count[4]
+
+
+def test_only_the_chosen_algorithms_block_is_fingerprinted(tiny_root, tmp_path):
+    def fingerprint(params: dict) -> str:
+        return Catalog.load(catalog_for(tmp_path, tiny_root, params={"superpixels": params}, stages=True)).artifact("superpixels").fingerprint
+
+    default = fingerprint({})
+    assert fingerprint({"skimage_slic": {"compactness": 20.0}}) == default  # not the chosen algorithm
+    assert fingerprint({"opencv_slic": {"ruler": 20.0}}) != default
+    assert fingerprint({"algorithm": "opencv_slico"}) != default != fingerprint({"algorithm": "skimage_slic"})
+
+
+def test_a_missing_opencv_names_the_package(monkeypatch):
+    import sys
+
+    from pipeline.errors import HvdError
+
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as if OpenCV were not installed
+    rgb = np.zeros((40, 60, 3), dtype=np.uint8)
+    with pytest.raises(HvdError, match="opencv-contrib-python-headless"):
+        superpixels.segment(rgb, superpixels.SuperpixelParams(algorithm="opencv_slic"), 60)
+    assert superpixels.segment(rgb, superpixels.SuperpixelParams(algorithm="skimage_slic"), 60).shape == (40, 60)
 
 
 def test_superpixels_follow_the_class_boundaries(built, tiny_root):
@@ -130,7 +180,7 @@ def test_superpixels_follow_the_class_boundaries(built, tiny_root):
         labels = store.read("labels", store.row_of(record["token"]))
         for c, token in enumerate(record["cam_tokens"]):
             truth = np.array(Image.open(tiny_root / "synth" / "labels" / f"{token}.png"))
-            recalls.append(superpixels.boundary_recall(labels[c], truth, 2))
+            recalls.append(superpixels.boundary_recall(superpixels.densify(labels[c], truth.shape)[0], truth, 2))
     grid = superpixels.boundary_recall(_grid_labels(truth.shape, 150), truth, 2)
     assert np.mean(recalls) > 0.7 and np.mean(recalls) > grid + 0.1, (np.mean(recalls), grid)
 
@@ -169,7 +219,7 @@ def test_growing_the_dataset_computes_only_the_new_keyframes(tiny_copy, tmp_path
 def test_changing_a_parameter_makes_a_new_store_and_keeps_the_old(built, tmp_path):
     old_path = built.artifact("superpixels").path
     old = _arrays(old_path)
-    changed = Catalog.load(catalog_for(tmp_path, built.source().dataroot, params={"superpixels": {"n_segments": 60}}, stages=True))
+    changed = Catalog.load(catalog_for(tmp_path, built.source().dataroot, params={"superpixels": {"opencv_slic": {"n_segments": 60}}}, stages=True))
     new_path = changed.artifact("superpixels").path
     assert new_path != old_path
     assert run_local(changed, "superpixels").complete
