@@ -137,7 +137,7 @@ class Submission:
         have = set(np.asarray(index.column("scene"))[rows].tolist())
         missing = [scene for scene in official_scenes(eval_set) if scene not in have]
         if missing:
-            raise HvdError(f"--export: the devkit scores every scene of {eval_set}, and {len(missing)} of them are not in {index.path} ({', '.join(missing[:5])}); the submission would not evaluate")
+            raise HvdError(f"--export: the devkit scores every scene of {eval_set}, and {len(missing)} of them {'is' if len(missing) == 1 else 'are'} not in {index.path} ({', '.join(missing[:5])}); the submission would not evaluate")
         tokens = index.tokens
         lidar = index.column("lidar_token")
         self = cls(root, eval_set, {tokens[r]: str(lidar[r]) for r in rows}, len(rows))

@@ -89,6 +89,6 @@ def test_an_export_the_devkit_could_not_score_is_refused(finetuned, tiny_root, t
     with pytest.raises(HvdError, match="drop --max-examples"):
         evaluate(run, catalog=catalog, max_examples=2, num_workers=0, export=tmp_path / "a")
     two = Catalog.load(catalog_for(tmp_path / "two", tiny_root))  # the plain tiny set: scene-0916 missing
-    with pytest.raises(HvdError, match=r"every scene of mini_val, and 1 of them are not in .*scene-0916"):
+    with pytest.raises(HvdError, match=r"every scene of mini_val, and 1 of them is not in .*scene-0916"):
         evaluate(run, catalog=two, num_workers=0, export=tmp_path / "b")
     assert not (tmp_path / "b" / "mini_val" / "submission.json").exists()
