@@ -192,9 +192,10 @@ class Student(nn.Module):
 def sparse_input(coords: list[torch.Tensor], feats: list[torch.Tensor]) -> ME.SparseTensor:
     """One sparse tensor of a batch: ``coords[b]`` (M_b, 3) integer voxels, unique within each item
     (``pipeline.train.voxelize``), ``feats[b]`` (M_b, C) or (M_b,). Coordinates become (sum M_b, 4)
-    [batch, x, y, z]. Rows follow ``x.C``; ME on the CPU keeps the order of unique coordinates
-    (tested), so row i is voxel i of item 0, then of item 1, ... (ME on a GPU inserts through a hash
-    map: check ``x.C`` or use ``x.inverse_mapping`` there before relying on the order)."""
+    [batch, x, y, z]. Row i is voxel i of item 0, then of item 1, ...: the IPV loss relies on it
+    (``voxel_features[inverse]``). MinkowskiEngine keeps the input order of unique coordinates on the
+    CPU (tested) and, by its stable compaction, on a GPU, where it inserts them through a hash map
+    (tests/gpu); the first call on each kind of device checks it and refuses to go on otherwise."""
     if len(coords) != len(feats):
         raise ValueError(f"{len(coords)} coordinate arrays but {len(feats)} feature arrays")
     for b, (c, f) in enumerate(zip(coords, feats)):
@@ -202,7 +203,19 @@ def sparse_input(coords: list[torch.Tensor], feats: list[torch.Tensor]) -> ME.Sp
             raise ValueError(f"batch item {b}: {len(c)} voxels but {len(f)} feature rows")
     batched = ME.utils.batched_coordinates([torch.as_tensor(c).int() for c in coords])  # (M, 4) int32
     features = torch.cat([torch.as_tensor(f).float().reshape(len(f), -1) for f in feats])  # (M, C)
-    return ME.SparseTensor(features, coordinates=batched.to(features.device))
+    x = ME.SparseTensor(features, coordinates=batched.to(features.device))
+    if features.device.type not in _ROW_ORDER_CHECKED:
+        if not torch.equal(x.C.cpu(), batched):
+            raise RuntimeError(
+                f"MinkowskiEngine {ME.__version__} on {features.device.type} reordered the voxels of a sparse tensor; "
+                "the IPV loss would pair points with the wrong voxels. Build MinkowskiEngine with scripts/build_minkowski_cuda.sh "
+                "and run tests/gpu."
+            )
+        _ROW_ORDER_CHECKED.add(features.device.type)
+    return x
+
+
+_ROW_ORDER_CHECKED: set[str] = set()  # device types on which sparse_input's row order was verified
 
 
 def backbone_state_dict(student: Student) -> dict[str, torch.Tensor]:

@@ -174,3 +174,20 @@ def test_narrower_student_keeps_the_names_and_scales_the_widths():
     assert Student(StudentConfig(width=0.5)).final_1.kernel.shape == (48, 64)
     with pytest.raises(ValueError, match="width"):
         MinkUNet34C(width=0.0)
+
+
+def test_sparse_input_refuses_a_backend_that_reorders_voxels(monkeypatch):
+    """The first call per device type checks that row i is input voxel i (the IPV loss indexes by it):
+    a MinkowskiEngine that hands the rows back in another order is refused, naming the device."""
+    import models.student as student
+
+    class Reordering:  # what a backend that sorts or hashes without keeping the order would return
+        def __init__(self, features, coordinates):
+            self.F, self.C = features.flip(0), coordinates.flip(0)
+
+    monkeypatch.setattr(student, "_ROW_ORDER_CHECKED", set())
+    monkeypatch.setattr(student.ME, "SparseTensor", Reordering)
+    coords = [torch.tensor([[0, 0, 0], [1, 0, 0], [0, 2, 0]])]
+    with pytest.raises(RuntimeError, match="on cpu reordered the voxels"):
+        student.sparse_input(coords, [torch.ones(3, 1)])
+    assert student._ROW_ORDER_CHECKED == set()
