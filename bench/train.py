@@ -14,7 +14,10 @@
    computed from); each runs in its own process so peak memory is its own (CPU: peak RSS above the
    process baseline; CUDA: max_memory_allocated).
 
-    .venv/bin/python bench/train.py [--source synth-transfer] [--batch 2] [--steps 3] [--teacher]
+    .venv/bin/python bench/train.py [--source synth-transfer] [--batch 2] [--steps 3] [--teacher] [--published-widths]
+
+On a GPU (scripts/gpu_check.sh): --source synth-gpu --batch 4 --published-widths --teacher, the
+nuScenes image size and the paper's batch per GPU.
 """
 
 from __future__ import annotations
@@ -278,9 +281,11 @@ def _device(result: dict) -> str:
 
 
 def print_profile(args) -> None:
+    narrow = {"student_width": args.student_width, "bridge_channels": args.bridge_channels, "depth_channels": args.depth_channels}
     networks = {
         "before (published widths, whole-grid pooling)": ({}, "grid"),
-        "after (experiment widths, pooling at the cells)": ({"student_width": args.student_width, "bridge_channels": args.bridge_channels, "depth_channels": args.depth_channels}, "cells"),
+        # --published-widths: both at the published widths, so that only the pooling differs (a GPU)
+        "after (published widths, pooling at the cells)" if args.published_widths else "after (experiment widths, pooling at the cells)": ({} if args.published_widths else narrow, "cells"),
     }
     results = {name: _run_worker(args, "--profile-worker", json.dumps(network), "--pooling", pooling) for name, (network, pooling) in networks.items()}
     before, after = results.values()
@@ -313,6 +318,7 @@ def main() -> None:
     parser.add_argument("--student-width", type=float, default=0.5, help="'after': the student's width multiplier")
     parser.add_argument("--bridge-channels", type=int, default=256, help="'after': the bridge's output channels")
     parser.add_argument("--depth-channels", type=int, default=64, help="'after': the depth net's inner width")
+    parser.add_argument("--published-widths", action="store_true", help="'after' at the published widths too: only the BEV pooling differs")
     parser.add_argument("--teacher", action="store_true", help="also: the cache vs running the teacher every step")
     parser.add_argument("--no-profile", action="store_true", help="skip the step profile")
     parser.add_argument("--worker", choices=["ours", "reference"], help=argparse.SUPPRESS)

@@ -95,6 +95,7 @@ SRC="$WORK/MinkowskiEngine-$ME_VERSION"
 rm -rf "$SRC"
 tar -xzf "$SDIST" -C "$WORK"
 PATCHES=()
+shopt -s nullglob
 for p in "$HERE"/scripts/minkowski/patches/*.patch; do
     # patch(1) when present; else git apply, kept from treating an enclosing repository as the tree
     if command -v patch >/dev/null; then
@@ -135,6 +136,12 @@ else
 fi
 say "BLAS: $BLAS"
 
+# MinkowskiEngine's setup.py runs "pip uninstall MinkowskiEngine -y" first: the pip on its PATH skips
+# that (an installed MinkowskiEngine, a CPU build say, stays until the new wheel replaces it).
+mkdir -p "$WORK/bin"
+printf '#!/bin/sh\n[ "$1" = uninstall ] && exit 0\nexec "%s" -m pip "$@"\n' "$PY" >"$WORK/bin/pip"
+chmod +x "$WORK/bin/pip"
+
 if [ -n "$COMPILE_ONLY" ]; then
     # A CPU torch knows no CUDA_HOME and lacks the one header its CUDA builds generate
     # (c10/cuda/impl/cuda_cmake_macros.h): supply both, compile every object, report, stop.
@@ -144,7 +151,7 @@ if [ -n "$COMPILE_ONLY" ]; then
     (
         cd "$SRC"
         rm -rf build
-        export PATH="$CUDA_HOME/bin:$(dirname "$PY"):$PATH" CUDA_HOME TORCH_CUDA_ARCH_LIST="$ARCH" MAX_JOBS="$JOBS" \
+        export PATH="$WORK/bin:$CUDA_HOME/bin:$(dirname "$PY"):$PATH" CUDA_HOME TORCH_CUDA_ARCH_LIST="$ARCH" MAX_JOBS="$JOBS" \
             CPATH="$WORK/torch-shim${CPATH:+:$CPATH}" NVCC_APPEND_FLAGS="-I$WORK/torch-shim"
         "$PY" - build_ext --force_cuda --cuda_home="$CUDA_HOME" "${BLAS_ARGS[@]}" <<'PY' || true
 import os, runpy, sys
@@ -172,11 +179,6 @@ PY
 fi
 
 # --- 4. build a wheel, install it -------------------------------------------------------------------
-# MinkowskiEngine's setup.py reads its own flags from argv and runs "pip uninstall MinkowskiEngine";
-# the pip on PATH must be PY's.
-mkdir -p "$WORK/bin"
-printf '#!/bin/sh\nexec "%s" -m pip "$@"\n' "$PY" >"$WORK/bin/pip"
-chmod +x "$WORK/bin/pip"
 say "compiling (log: $WORK/build.log; about 5-10 minutes with 16 cores)"
 (
     cd "$SRC"

@@ -8,7 +8,9 @@
 #   3. hvd itself (editable) with its dependencies, constrained by constraints.txt, then OpenCV's
 #      contrib wheel over nuscenes-devkit's OpenCV at the same version (cv2.ximgproc)
 #   4. MinkowskiEngine 0.5.4 built CPU-only against OpenBLAS (Debian's libopenblas-dev, installed
-#      with apt-get when missing; about 8 minutes on 2 cores, then cached by pip)
+#      with apt-get when missing; about 8 minutes on 2 cores, then cached by pip); where torch sees a
+#      CUDA GPU, built with CUDA instead by scripts/build_minkowski_cuda.sh (HVD_MINKOWSKI=cpu|cuda
+#      overrides the choice)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -72,14 +74,26 @@ if ! ximgproc_ok; then
     ximgproc_ok || { echo "cv2.ximgproc does not import after installing opencv-contrib-python-headless==$CV" >&2; exit 1; }
 fi
 
-# --- 4. MinkowskiEngine, CPU only ----------------------------------------------------------------
+# --- 4. MinkowskiEngine ---------------------------------------------------------------------------
+ME_BUILD=${HVD_MINKOWSKI:-auto}
+case "$ME_BUILD" in
+    cpu|cuda) ;;
+    auto) ME_BUILD=$("$VPY" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")') ;;
+    *) echo "HVD_MINKOWSKI is cpu, cuda or auto, not $ME_BUILD" >&2; exit 1 ;;
+esac
 me_ok() {
-    "$VPY" - <<'PY' >/dev/null 2>&1
-import collections, collections.abc
+    "$VPY" - "$ME_BUILD" <<'PY' >/dev/null 2>&1
+import collections, collections.abc, sys
 collections.Sequence = collections.abc.Sequence  # MinkowskiEngine 0.5.4 predates Python 3.10
 import MinkowskiEngine
+assert sys.argv[1] == "cpu" or MinkowskiEngine.is_cuda_available()
 PY
 }
+if ! me_ok && [ "$ME_BUILD" = cuda ]; then
+    say "building MinkowskiEngine $ME_VERSION with CUDA (scripts/build_minkowski_cuda.sh)"
+    bash scripts/build_minkowski_cuda.sh --python "$VPY"
+    me_ok || { echo "MinkowskiEngine with CUDA does not import after the build" >&2; exit 1; }
+fi
 if ! me_ok; then
     if ! dpkg -s libopenblas-dev >/dev/null 2>&1; then
         say "installing Debian's libopenblas-dev (needed to build MinkowskiEngine)"
@@ -97,4 +111,4 @@ if ! me_ok; then
         "MinkowskiEngine==$ME_VERSION" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
     me_ok || { echo "MinkowskiEngine did not build; see the output above" >&2; exit 1; }
 fi
-say "ready: $("$VPY" -c 'import torch; print("torch", torch.__version__)'), MinkowskiEngine $ME_VERSION (CPU)"
+say "ready: $("$VPY" -c 'import torch; print("torch", torch.__version__)'), MinkowskiEngine $ME_VERSION ($ME_BUILD)"
