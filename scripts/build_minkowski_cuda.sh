@@ -77,6 +77,10 @@ if [ -z "$ARCH" ]; then
     [ -n "$ARCH" ] || die "no GPU visible to torch: name the architecture to build for with --arch (e.g. 9.0 for H100/H200, 8.0 for A100)"
 fi
 say "torch $TORCH (CUDA $TORCH_CUDA), nvcc $NVCC_VERSION at $CUDA_HOME, architecture $ARCH, $JOBS jobs"
+# CUDA 13 keeps thrust/cub/libcu++ in include/cccl, which nvcc searches by itself but the host
+# compiler (MinkowskiEngine's .cpp sources include thrust) does not
+HOST_CPATH=""
+[ -d "$CUDA_HOME/include/cccl" ] && HOST_CPATH="$CUDA_HOME/include/cccl"
 
 # --- 2. the source, patched -------------------------------------------------------------------------
 mkdir -p "$WORK"
@@ -152,7 +156,7 @@ if [ -n "$COMPILE_ONLY" ]; then
         cd "$SRC"
         rm -rf build
         export PATH="$WORK/bin:$CUDA_HOME/bin:$(dirname "$PY"):$PATH" CUDA_HOME TORCH_CUDA_ARCH_LIST="$ARCH" MAX_JOBS="$JOBS" \
-            CPATH="$WORK/torch-shim${CPATH:+:$CPATH}" NVCC_APPEND_FLAGS="-I$WORK/torch-shim"
+            CPATH="$WORK/torch-shim${HOST_CPATH:+:$HOST_CPATH}${CPATH:+:$CPATH}" NVCC_APPEND_FLAGS="-I$WORK/torch-shim"
         "$PY" - build_ext --force_cuda --cuda_home="$CUDA_HOME" "${BLAS_ARGS[@]}" <<'PY' || true
 import os, runpy, sys
 import torch.utils.cpp_extension as cpp_extension
@@ -183,6 +187,7 @@ say "compiling (log: $WORK/build.log; about 5-10 minutes with 16 cores)"
 (
     cd "$SRC"
     export PATH="$WORK/bin:$CUDA_HOME/bin:$(dirname "$PY"):$PATH" CUDA_HOME TORCH_CUDA_ARCH_LIST="$ARCH" MAX_JOBS="$JOBS" LDFLAGS
+    [ -z "$HOST_CPATH" ] || export CPATH="$HOST_CPATH${CPATH:+:$CPATH}"
     "$PY" setup.py bdist_wheel --dist-dir "$WORK/dist" --force_cuda --cuda_home="$CUDA_HOME" "${BLAS_ARGS[@]}"
 ) >"$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log" >&2; die "the build failed; whole log: $WORK/build.log"; }
 WHEEL=$(ls -t "$WORK"/dist/MinkowskiEngine-"$ME_VERSION"-*.whl | head -1)
