@@ -49,7 +49,7 @@ def me_source(tmp_path_factory) -> Path:
 
 
 def test_every_patch_says_why_before_its_diff():
-    assert [p.name for p in PATCHES] == ["0001-thrust-includes.patch", "0002-thrust-unary-function.patch", "0003-nvtx3-from-toolkit.patch", "0004-cuda13-prefetch-location.patch", "0005-shared-ptr-without-adl.patch"]
+    assert [p.name for p in PATCHES] == ["0001-thrust-includes.patch", "0002-thrust-unary-function.patch", "0003-nvtx3-from-toolkit.patch", "0004-cuda13-prefetch-location.patch", "0005-shared-ptr-without-adl.patch", "0006-spmm-include-order.patch"]
     for patch in PATCHES:
         text = patch.read_text()
         comment = text[: text.index("\n--- a/")]
@@ -73,6 +73,9 @@ def test_patches_apply_to_minkowski_engine_0_5_4_and_fix_what_they_name(me_sourc
     assert "#include <thrust/execution_policy.h>" in cum
     assert "cudaMemLocation location{}" in cum and cum.count("prefetch_to_device(") == 4  # the helper and its three calls
     assert "std::shared_ptr<map_type>(map.release(), deleter)" in (s / "coordinate_map_gpu.cuh").read_text()
+    spmm = (s / "spmm.cu").read_text()
+    assert "#include <thrust/sort.h>" in spmm and "#include <thrust/reduce.h>" in spmm
+    assert spmm.index("#include <torch/extension.h>") < spmm.index("#include <ATen/cuda/CUDAUtils.h>")
     # a second application fails: the patches are not empty and the tree really changed
     again = subprocess.run(["git", "apply", "--check", "-p1", str(PATCHES[0])], cwd=src, capture_output=True, text=True, env=os.environ | {"GIT_CEILING_DIRECTORIES": str(tmp_path)})
     assert again.returncode != 0
