@@ -146,7 +146,11 @@ wait_build() {
 
 pretrain() {
     rm -rf "$STATE/runs/pretrain-gpu"
-    "${HVD[@]}" train pretrain --preset demo --source "$SOURCE" --max-steps "$STEPS" --out "$STATE/runs/pretrain-gpu" || return
+    # the demo preset, with epochs enough for the steps (its 2 epochs are 40 steps of one scene) and
+    # data loading in worker processes
+    printf 'optim: {epochs: 1000}\ndata: {num_workers: 4}\nrun: {checkpoint_every: 100, image_every: 100}\n' >"$STATE/pretrain-gpu.yaml"
+    "${HVD[@]}" train pretrain --preset demo --config "$STATE/pretrain-gpu.yaml" --source "$SOURCE" --max-steps "$STEPS" \
+        --out "$STATE/runs/pretrain-gpu" || return
     "$PY" bench/gpu_summary.py run "$STATE/runs/pretrain-gpu"
 }
 
