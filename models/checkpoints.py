@@ -54,8 +54,19 @@ class CheckpointError(HvdError):
 
 
 # The numpy random state of checkpoints written before the state was stored as a tensor: a uint32
-# array, rebuilt from these (they construct arrays and dtypes, nothing else).
-_LEGACY_NUMPY = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+# array, rebuilt from these (they construct arrays and dtypes, nothing else). numpy pickles arrays
+# through its ``_reconstruct``, named ``numpy.core.multiarray._reconstruct`` by numpy 1 and
+# ``numpy._core.multiarray._reconstruct`` by numpy 2: allow both names, so that a checkpoint loads
+# under either numpy (a CPU run's on a GPU machine's numpy 2). The function itself is taken from
+# an array's pickle recipe (``np.core`` is deprecated in numpy 2, ``np._core`` absent in numpy 1).
+_RECONSTRUCT = np.empty(0).__reduce__()[0]
+_LEGACY_NUMPY = [
+    (_RECONSTRUCT, "numpy.core.multiarray._reconstruct"),
+    (_RECONSTRUCT, "numpy._core.multiarray._reconstruct"),
+    np.ndarray,
+    np.dtype,
+    type(np.dtype(np.uint32)),
+]
 
 
 def load_checkpoint(path: str | Path) -> object:

@@ -92,8 +92,26 @@ def tiny_copy(tiny_root: Path, tmp_path: Path) -> Path:
     return dest
 
 
+def _has_ximgproc() -> bool:
+    try:
+        import cv2
+    except ImportError:
+        return False
+    return hasattr(cv2, "ximgproc")
+
+
+# OpenCV's contrib modules (cv2.ximgproc, package opencv-contrib-python-headless), which the
+# superpixel algorithms opencv_slic (the catalog's default) and opencv_slico need. The GPU machine's
+# image has OpenCV without them: there the tests' stores use skimage_slic, and the tests of the
+# OpenCV algorithms themselves are skipped.
+HAS_XIMGPROC = _has_ximgproc()
+needs_ximgproc = pytest.mark.skipif(not HAS_XIMGPROC, reason="needs OpenCV's contrib modules (cv2.ximgproc): opencv-contrib-python-headless")
+# The superpixel algorithm of the tests' stores: the catalog's default where it can run, else the
+# reference's skimage_slic; HVD_TEST_SUPERPIXELS=skimage_slic runs the suite on it anywhere.
+SUPERPIXELS = os.environ.get("HVD_TEST_SUPERPIXELS") or ("opencv_slic" if HAS_XIMGPROC else "skimage_slic")
+
 STAGE_ARTIFACTS = {
-    "superpixels": {"stage": "superpixels", "inputs": ["index"]},
+    "superpixels": {"stage": "superpixels", "inputs": ["index"], **({} if SUPERPIXELS == "opencv_slic" else {"params": {"algorithm": SUPERPIXELS}})},
     "correspondences": {"stage": "correspondences", "inputs": ["index"]},
     "depth_targets": {"stage": "depth_targets", "inputs": ["index"]},
     "teacher_cache": {"stage": "teacher_cache", "inputs": ["index"], "params": {"input_size": [64, 112], "pca_channels": 16, "pca_images": 4}},

@@ -10,11 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.stages import Catalog
 from pipeline.store.runner import run_local
 from pipeline.store.stores import read_meta
-from tests.conftest import assert_same_stores, catalog_for, descendants, kill_all, kill_leaves_nothing
+from tests.conftest import HAS_XIMGPROC, SUPERPIXELS, assert_same_stores, catalog_for, descendants, kill_all, kill_leaves_nothing
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ("superpixels", "correspondences", "depth_targets")
@@ -113,8 +114,12 @@ def test_prep_with_nothing_to_compute_starts_neither_prefect_nor_dask(tiny_store
     for name in PREP_STAGES:
         assert f"{name}: 0 computed, 8 already done, 0 failed of 8 keyframes" in said
 
-    changed = Path(tiny_stores.path).with_name("changed.yaml")  # same stores, another superpixel algorithm: that stage has work
-    changed.write_text(Path(tiny_stores.path).read_text().replace("stage: superpixels", "stage: superpixels\n    params: {algorithm: opencv_slico}"))
+    # same stores, another superpixel algorithm (or, without cv2.ximgproc, other parameters): that stage has work
+    changed = Path(tiny_stores.path).with_name("changed.yaml")
+    spec = yaml.safe_load(Path(tiny_stores.path).read_text())
+    params = spec["artifacts"]["superpixels"].setdefault("params", {})
+    params.update({"algorithm": "opencv_slico"} if HAS_XIMGPROC else {SUPERPIXELS: {"n_segments": 60}})
+    changed.write_text(yaml.safe_dump(spec, sort_keys=False))
     assert Catalog.load(changed).artifact("superpixels").path != tiny_stores.artifact("superpixels").path
     with pytest.raises(Started):
         cli.prep._run(list(PREP_STAGES), str(changed), None, 1, None, 0)

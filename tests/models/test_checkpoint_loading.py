@@ -68,3 +68,27 @@ def test_weights_and_plain_data_load(tmp_path):
     assert torch.equal(loaded["model"]["w"], torch.arange(3.0)) and loaded["step"] == 7 and loaded["config"] == {"lr": 0.1, "name": None}
     with pytest.raises(CheckpointError, match="checkpoint file not found"):
         load_checkpoint(tmp_path / "absent.pt")
+
+
+@pytest.mark.parametrize("module", ["numpy.core.multiarray", "numpy._core.multiarray"], ids=["numpy1", "numpy2"])
+def test_an_old_numpy_random_state_loads_under_either_numpy(tmp_path, module):
+    """A checkpoint of an earlier version holds numpy's random state as an array, which numpy
+    pickles through ``_reconstruct``: named ``numpy.core.multiarray`` by numpy 1 and
+    ``numpy._core.multiarray`` by numpy 2. Either loads under either numpy (a CPU run's checkpoint
+    on the numpy 2 of a GPU machine), without numpy's deprecation warning for ``numpy.core``."""
+    import re
+    import warnings
+
+    import numpy as np
+
+    path = tmp_path / "old.pt"
+    state = np.random.RandomState(5).get_state()
+    with open(path, "wb") as f:  # a plain pickle (protocol 2): each global is a line of text
+        torch.save({"rng": {"numpy": state}}, f, _use_new_zipfile_serialization=False)
+    data, n = re.subn(rb"cnumpy\.(_?)core\.multiarray\n_reconstruct\n", b"c" + module.encode() + b"\n_reconstruct\n", path.read_bytes())
+    assert n >= 1
+    path.write_bytes(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        loaded = load_checkpoint(path)["rng"]["numpy"]
+    assert loaded[0] == state[0] and np.array_equal(loaded[1], state[1]) and loaded[1].dtype == np.uint32

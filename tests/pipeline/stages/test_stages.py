@@ -20,7 +20,7 @@ from pipeline.store.runner import run_local
 from pipeline.store.stores import read_meta
 from pipeline.synth import PRESETS
 from pipeline.synth.generate import generate
-from tests.conftest import catalog_for
+from tests.conftest import SUPERPIXELS, catalog_for, needs_ximgproc
 
 STAGES = ("superpixels", "correspondences", "depth_targets")
 
@@ -105,7 +105,7 @@ def test_correspondences_agree_with_the_devkit(tiny_root, tmp_path):
 def test_superpixels_are_dense_slic_labels(built, tiny_root):
     store = RowStore.open(built.artifact("superpixels").path)
     index, _ = ensure_index(built)
-    params = superpixels.SuperpixelParams()
+    params = built.artifact("superpixels").params
     record = index.record(3)
     labels, count = store.read("labels", store.row_of(record["token"])), store.read("count", store.row_of(record["token"]))
     assert labels.shape == (6, *superpixels.sizes(params, (PRESETS["tiny"].image_height, PRESETS["tiny"].image_width))[1])
@@ -116,11 +116,11 @@ def test_superpixels_are_dense_slic_labels(built, tiny_root):
     assert n == count[2]
 
 
-@pytest.mark.parametrize("algorithm", superpixels.ALGORITHMS)
+@pytest.mark.parametrize("algorithm", [a if a == "skimage_slic" else pytest.param(a, marks=needs_ximgproc) for a in superpixels.ALGORITHMS])
 def test_each_superpixel_algorithm_stores_dense_ids_and_counts_in_its_own_store(algorithm, built, tiny_root, tmp_path):
     """Every algorithm fills the same layout: per image dense ids 0..count-1 and the count; the
     stored map is the algorithm's own (recomputed here); each algorithm has its own store."""
-    catalog = built if algorithm == superpixels.SuperpixelParams().algorithm else Catalog.load(
+    catalog = built if algorithm == SUPERPIXELS else Catalog.load(
         catalog_for(tmp_path, tiny_root, params={"superpixels": {"algorithm": algorithm}}, stages=True)
     )
     artifact = catalog.artifact("superpixels")
@@ -149,9 +149,10 @@ def test_only_the_chosen_algorithms_block_is_fingerprinted(tiny_root, tmp_path):
     def fingerprint(params: dict) -> str:
         return Catalog.load(catalog_for(tmp_path, tiny_root, params={"superpixels": params}, stages=True)).artifact("superpixels").fingerprint
 
-    default = fingerprint({})
-    assert fingerprint({"skimage_slic": {"compactness": 20.0}}) == default  # not the chosen algorithm
-    assert fingerprint({"opencv_slic": {"ruler": 20.0}}) != default
+    default = fingerprint({"algorithm": "opencv_slic"})  # the default (the tests' stores may use another)
+    assert superpixels.SuperpixelParams().algorithm == "opencv_slic"
+    assert fingerprint({"algorithm": "opencv_slic", "skimage_slic": {"compactness": 20.0}}) == default  # not the chosen algorithm
+    assert fingerprint({"algorithm": "opencv_slic", "opencv_slic": {"ruler": 20.0}}) != default
     assert fingerprint({"algorithm": "opencv_slico"}) != default != fingerprint({"algorithm": "skimage_slic"})
 
 
@@ -219,7 +220,7 @@ def test_growing_the_dataset_computes_only_the_new_keyframes(tiny_copy, tmp_path
 def test_changing_a_parameter_makes_a_new_store_and_keeps_the_old(built, tmp_path):
     old_path = built.artifact("superpixels").path
     old = _arrays(old_path)
-    changed = Catalog.load(catalog_for(tmp_path, built.source().dataroot, params={"superpixels": {"opencv_slic": {"n_segments": 60}}}, stages=True))
+    changed = Catalog.load(catalog_for(tmp_path, built.source().dataroot, params={"superpixels": {SUPERPIXELS: {"n_segments": 60}}}, stages=True))
     new_path = changed.artifact("superpixels").path
     assert new_path != old_path
     assert run_local(changed, "superpixels").complete

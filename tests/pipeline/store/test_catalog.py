@@ -188,9 +188,12 @@ def test_artifacts_come_in_dependency_order(
 def test_repository_catalog_loads() -> None:
     catalog = Catalog.load(Path(__file__).resolve().parents[3] / "data_catalog.yaml")
     assert catalog.spec.default_source == "synth-demo"
-    expected = {"synth-tiny", "synth-demo", "synth-transfer", "synth-mini", "nuscenes", "nuscenes-mini", "synth-kitti-tiny", "synth-kitti-demo", "semantickitti"}
+    expected = {"synth-tiny", "synth-demo", "synth-transfer", "synth-mini", "synth-gpu", "nuscenes", "nuscenes-mini", "synth-kitti-tiny", "synth-kitti-demo", "semantickitti"}
     assert set(catalog.spec.sources) == expected
     assert catalog.source("nuscenes").split.kind == "slidr"
+    # the GPU check's source: the GPU image has no cv2.ximgproc, so the reference's SLIC
+    assert catalog.artifact("superpixels", "synth-gpu").params.algorithm == "skimage_slic"
+    assert catalog.artifact("superpixels", "synth-demo").params.algorithm == "opencv_slic"
     assert {name for name in expected if catalog.source(name).format == "semantickitti"} == {"synth-kitti-tiny", "synth-kitti-demo", "semantickitti"}
     names = [art.name for art in catalog.artifacts("nuscenes")]
     assert set(names) == {"index", "superpixels", "correspondences", "depth_targets", "teacher_cache"}

@@ -13,7 +13,7 @@ from pipeline.store.runner import row_hashes
 from pipeline.train import augment
 from pipeline.train.augment import AugmentConfig
 from pipeline.train.pretrain_data import DataConfig, PretrainDataset, collate, open_stores
-from tests.conftest import catalog_for
+from tests.conftest import SUPERPIXELS, catalog_for
 
 VALIDATION = DataConfig(split="train", augment=AugmentConfig(enabled=False))
 
@@ -77,7 +77,7 @@ def test_missing_stale_and_incomplete_stores_are_refused(tiny_root, tiny_stores,
     fresh = Catalog.load(catalog_for(tmp_path / "empty", tiny_root, stages=True))
     with pytest.raises(StoreError, match="hvd prep superpixels --source tiny"):
         open_stores(fresh)
-    changed = Catalog.load(catalog_for(tmp_path / "changed", tiny_root, params={"superpixels": {"opencv_slic": {"n_segments": 99}}}, stages=True))
+    changed = Catalog.load(catalog_for(tmp_path / "changed", tiny_root, params={"superpixels": {SUPERPIXELS: {"n_segments": 99}}}, stages=True))
     # same store root as the built one, but its superpixels params changed: a stale store
     import shutil
 
