@@ -11,7 +11,7 @@
 #   from the package index's simple page), checked against its sha256; it is built on the GPU machine;
 # - removes any other wheel from the folder (two versions of one name stop the install there);
 # - fails, naming them, if any pin does not resolve, and if the folder is over the budget
-#   (HVD_WHL_BUDGET_MIB, default 45: the whole working tree that travels is capped at 64 MiB).
+#   (HVD_WHL_BUDGET_MIB, default 50: the whole working tree that travels is capped at 64 MiB).
 # Succeeding is the CPU-side check that the wheels resolve for Python 3.12.
 # On the GPU machine they are installed with
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -21,7 +21,7 @@ cd "$(dirname "$0")/../.."
 
 REQ=scripts/gpu/requirements.txt
 DEST=${HVD_WHL_DIR:-.whl}
-BUDGET_MIB=${HVD_WHL_BUDGET_MIB:-45}
+BUDGET_MIB=${HVD_WHL_BUDGET_MIB:-50}
 PY=${PYTHON:-python3}
 ME_SHA256=b1879c00d0b0b1d30ba622cce239886a7e3c78ee9da1064cdfe2f64c2ab15f94
 say() { printf '\033[1m[fetch_wheels]\033[0m %s\n' "$*"; }
