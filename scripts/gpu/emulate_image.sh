@@ -5,6 +5,7 @@
 #
 #   scripts/gpu/fetch_wheels.sh          # first: the carried wheels, into .whl/
 #   scripts/gpu/emulate_image.sh         # everything below; log in $HVD_EMU_DIR/emulate.log
+#   HVD_EMU_TESTS=all scripts/gpu/emulate_image.sh                      # every test it can run
 #   HVD_EMU_TESTS="tests/pipeline/store -x" scripts/gpu/emulate_image.sh   # other pytest arguments
 #
 # 1. A Python 3.12 virtualenv ($HVD_EMU_DIR/venv; HVD_EMU_PYTHON picks the interpreter, default
@@ -22,10 +23,11 @@
 # 3. From the repository root, with that PYTHONPATH and the venv's python3 first on PATH:
 #    scripts/gpu/check_deps.py; hvd data synth --preset tiny; hvd catalog show and hvd prep all on
 #    a catalog made from data_catalog.yaml whose source points at that data with skimage_slic
-#    superpixels (no cv2.ximgproc: the image has no OpenCV contrib modules); hvd train pretrain
+#    superpixels (no cv2.ximgproc: the image has no OpenCV contrib modules); bench/bev_memory.py
+#    (one CPU measurement); hvd train pretrain
 #    (expected to stop at MinkowskiEngine, which is not in this venv); then pytest on
-#    $HVD_EMU_TESTS (default: every test module that does not import MinkowskiEngine, less the
-#    slow tests and tests/integration).
+#    $HVD_EMU_TESTS (default: a representative set, about 4 min; "all": every test module that
+#    does not import MinkowskiEngine, less the slow tests and tests/integration, 18 min).
 # Each step's status and time is printed as a summary at the end; exit status 1 if any failed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -40,12 +42,21 @@ NEEDS_ME=(tests/cli/test_export_cli.py tests/models/test_minkowski.py tests/mode
     tests/models/test_slidr_checkpoints.py tests/models/test_student.py tests/pipeline/train/test_finetune.py
     tests/pipeline/train/test_finetune_semantickitti.py tests/pipeline/train/test_input_convention.py
     tests/pipeline/train/test_lidarseg_export.py tests/pipeline/train/test_pictures.py tests/pipeline/train/test_pretrain.py)
-# Default: every other test but the slow ones and tests/integration (real Prefect and Dask servers,
-# started from the virtualenv's console scripts, which --target installs elsewhere).
-if [ -n "${HVD_EMU_TESTS:-}" ]; then
+# HVD_EMU_TESTS=all: every other test but the slow ones and tests/integration (real Prefect and
+# Dask servers, started from the virtualenv's console scripts, which --target installs elsewhere):
+# 18 min on 2 busy cores. Default: a representative part of it, about 4 min (stores, stages, the
+# devkit, data, training data and losses, checkpoints, the CLI; hvd prep all ran above).
+QUICK_TESTS=(tests/pipeline/store tests/pipeline/stages/test_stages.py tests/pipeline/stages/test_index.py
+    tests/pipeline/stages/test_depth_targets.py tests/pipeline/data tests/pipeline/synth/test_synth.py
+    tests/pipeline/train/test_augment.py tests/pipeline/train/test_loop.py tests/pipeline/train/test_pretrain_data.py
+    tests/pipeline/train/test_seg_metrics.py tests/pipeline/train/test_voxelize.py tests/models/test_checkpoint_loading.py
+    tests/models/test_losses.py tests/cli/test_help.py tests/cli/test_catalog_cli.py)
+if [ "${HVD_EMU_TESTS:-}" = all ]; then
+    TEST_ARGS=(tests -m "not slow" --ignore=tests/integration "${NEEDS_ME[@]/#/--ignore=}")
+elif [ -n "${HVD_EMU_TESTS:-}" ]; then
     read -ra TEST_ARGS <<<"$HVD_EMU_TESTS"  # split at whitespace
 else
-    TEST_ARGS=(tests -m "not slow" --ignore=tests/integration "${NEEDS_ME[@]/#/--ignore=}")
+    TEST_ARGS=(-m "not slow" "${QUICK_TESTS[@]}")
 fi
 mkdir -p "$EMU"
 LOG=$EMU/emulate.log
@@ -149,6 +160,7 @@ step "hvd catalog show (before)" python3 -m cli.main catalog show --catalog "$CA
 step "hvd prep all -j $JOBS (Prefect flow + Dask local cluster)" python3 -m cli.main prep all --catalog "$CAT" --source emu-tiny -j "$JOBS"
 step "hvd catalog show (after)" python3 -m cli.main catalog show --catalog "$CAT" --source emu-tiny
 step "hvd catalog verify" python3 -m cli.main catalog verify --catalog "$CAT" --source emu-tiny
+step "bench/bev_memory.py --worker ours --device cpu (no MinkowskiEngine needed)" python3 bench/bev_memory.py --worker ours --device cpu
 say "hvd train pretrain (expected to stop at MinkowskiEngine, which is not in this venv)"
 t0=$SECONDS
 python3 -m cli.main train pretrain --catalog "$CAT" --source emu-tiny --preset demo --max-steps 2 --out "$EMU/runs/pretrain" 2>&1 | tail -5
