@@ -113,6 +113,7 @@ PY
 install_wheels() {
     ls .whl/*.whl >/dev/null 2>&1 || { echo "no wheels in .whl/: run scripts/gpu/fetch_wheels.sh where a registry is reachable, and carry .whl"; return 1; }
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$STATE/site" .whl/*.whl
+    "$PY" scripts/gpu/check_deps.py "$STATE/site" || echo "(check_deps: see above; going on, the imports below decide)"
     "$PY" -c "import zarr, pyarrow, prefect, dask.distributed, pipeline, cli, models; print('hvd imports: ok; zarr', zarr.__version__, '| prefect', prefect.__version__)"
 }
 
