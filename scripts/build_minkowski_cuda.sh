@@ -121,13 +121,12 @@ if [ "$BLAS_CHOICE" = system ] || { [ "$BLAS_CHOICE" = auto ] && system_blas; };
 else
     # scipy-openblas32: installed in PY, or carried as a wheel (unpacked next to the build)
     SCIPY_BLAS=$("$PY" -c 'import scipy_openblas32, os; print(os.path.dirname(scipy_openblas32.__file__))' 2>/dev/null || true)
-    if [ -z "$SCIPY_BLAS" ] || [ -n "$TARGET" ]; then
+    if [ -z "$SCIPY_BLAS" ]; then
         WHEEL=$(ls "$HERE"/.whl/scipy_openblas32-*.whl 2>/dev/null | head -1 || true)
         if [ -n "$WHEEL" ]; then
-            # installed with MinkowskiEngine, so that the library it links stays where its rpath says
-            BLAS_SITE=${TARGET:-$WORK/blas-site}
-            "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$BLAS_SITE" --upgrade "$WHEEL" >/dev/null
-            SCIPY_BLAS="$BLAS_SITE/scipy_openblas32"
+            # installed where MinkowskiEngine goes, so that the library it links stays where its rpath says
+            "$PY" -m pip install -q --no-index --no-deps --no-compile ${TARGET:+--target "$TARGET" --upgrade} "$WHEEL" >/dev/null
+            SCIPY_BLAS=$(PYTHONPATH="${TARGET:+$TARGET:}${PYTHONPATH:-}" "$PY" -c 'import scipy_openblas32, os; print(os.path.dirname(scipy_openblas32.__file__))')
         fi
     fi
     [ -n "$SCIPY_BLAS" ] && [ -f "$SCIPY_BLAS/include/cblas.h" ] \
@@ -197,11 +196,10 @@ INSTALL=("$PY" -m pip install -q --no-index --no-deps --no-compile --force-reins
 SECONDS_TAKEN=$(( $(date +%s) - START ))
 
 # --- 5. check it: the CUDA backend loads and a sparse convolution runs on the GPU --------------------
-CHECK=$(PYTHONPATH="${TARGET:+$TARGET:}${PYTHONPATH:-}" "$PY" - <<'PY'
-import collections, collections.abc
-collections.Sequence = collections.abc.Sequence  # MinkowskiEngine 0.5.4 predates Python 3.10
+CHECK=$(PYTHONPATH="${TARGET:+$TARGET:}$HERE${PYTHONPATH:+:$PYTHONPATH}" "$PY" - <<'PY'
 import torch
-import MinkowskiEngine as ME
+
+from models.minkowski import ME  # hvd's one import of MinkowskiEngine (its Python 3.10+ alias)
 assert ME.is_cuda_available(), "MinkowskiEngine was built without CUDA"
 line = f"MinkowskiEngine {ME.__version__}, CUDA {ME.cuda_version()}"
 if torch.cuda.is_available():

@@ -118,7 +118,7 @@ install_wheels() {
 }
 
 me_importable() {
-    "$PY" -c "import collections, collections.abc; collections.Sequence = collections.abc.Sequence; import MinkowskiEngine as ME; assert ME.is_cuda_available() or '${SKIP_BUILD}'" >/dev/null 2>&1
+    "$PY" -c "from models.minkowski import ME; assert ME.is_cuda_available() or '${SKIP_BUILD}'" >/dev/null 2>&1
 }
 
 start_build() {
